@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Set up selfsup on a fresh machine (idempotent): a virtual environment in .venv with the tested
+# packages and selfsup itself (editable), and Fashion-MNIST from Debian when apt and root exist.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt 2> >(grep -v "^WARNING: Location" >&2)
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e . 2> >(grep -v "^WARNING: Location" >&2)
+
+if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Fashion-MNIST (Debian package dataset-fashion-mnist)"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  else
+    echo "note: Fashion-MNIST not found; install it with 'apt-get install dataset-fashion-mnist'"
+    echo "      or point SELFSUP_DATA / --data-dir at the IDX files"
+  fi
+fi
+echo "selfsup is set up in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

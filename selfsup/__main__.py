@@ -1,0 +1,7 @@
+"""``python -m selfsup`` runs the command line."""
+
+import sys
+
+from selfsup.cli import main
+
+sys.exit(main())

@@ -1,0 +1,188 @@
+"""Evaluate a run directory: rebuild its encoder, cache features, k-NN and linear probe, baselines.
+
+Baselines put a number in context: the *same* encoder randomly initialised (what pre-training
+added) and raw pixels (what any encoder must beat to be worth having).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from selfsup import build
+from selfsup.config import Config, apply_overrides
+from selfsup.data import ImageDataset
+from selfsup.eval.features import extract_features
+from selfsup.eval.knn import knn_accuracy
+from selfsup.eval.linear import linear_probe
+from selfsup.train.checkpoint import load_encoder_state
+
+
+def load_run_config(run_dir: str | Path) -> Config:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a selfsup run directory (no config.yaml)")
+    return Config.from_yaml(path)
+
+
+@dataclass
+class RunEncoder:
+    """A run's trained encoder (eval mode), its config and its export metadata."""
+
+    encoder: nn.Module
+    cfg: Config
+    meta: dict[str, Any]
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.meta["in_channels"])
+
+
+def load_encoder(run_dir: str | Path, device: str | torch.device = "cpu") -> RunEncoder:
+    """Rebuild a run's encoder from ``config.yaml`` and load ``encoder.safetensors`` (no pickle)."""
+    cfg = load_run_config(run_dir)
+    state, meta = load_encoder_state(Path(run_dir))
+    encoder = build.make_backbone(cfg, int(meta["in_channels"]))
+    encoder.load_state_dict(state)
+    return RunEncoder(encoder.to(device).eval(), cfg, meta)
+
+
+def random_encoder(cfg: Config, in_channels: int, device: str | torch.device = "cpu") -> nn.Module:
+    """The same architecture, randomly initialised with the run's seed (the 'before' picture)."""
+    torch.manual_seed(cfg.train.seed)
+    return build.make_backbone(cfg, in_channels).to(device).eval()
+
+
+def dataset_batches(
+    dataset: ImageDataset, batch_size: int, device: torch.device | str, limit: int | None = None
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Sequential uint8 batches of a dataset (optionally its first ``limit`` items)."""
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    for chunk in torch.arange(n).split(batch_size):
+        images, labels = dataset.get_batch(chunk)
+        yield images.to(device, non_blocking=True), labels
+
+
+def features_of(
+    encoder: nn.Module, dataset: ImageDataset, cfg: Config, device: torch.device | str
+) -> tuple[Tensor, Tensor]:
+    return extract_features(
+        encoder,
+        dataset_batches(dataset, cfg.eval.batch_size, device),
+        build.eval_transform(cfg),
+        device,
+        channels_last=cfg.train.channels_last,
+    )
+
+
+def pixel_features(dataset: ImageDataset, cfg: Config) -> tuple[Tensor, Tensor]:
+    """Raw-pixel baseline: the normalised image itself, flattened."""
+    transform = build.eval_transform(cfg)
+    feats, labels = [], []
+    for images, y in dataset_batches(dataset, 4096, "cpu"):
+        feats.append(transform(images).flatten(1))
+        labels.append(y)
+    return torch.cat(feats), torch.cat(labels)
+
+
+@dataclass
+class EvalRow:
+    name: str
+    knn: float | None = None
+    linear: float | None = None
+    linear_lr: float | None = None
+
+
+def evaluate_features(
+    name: str,
+    train: tuple[Tensor, Tensor],
+    test: tuple[Tensor, Tensor],
+    cfg: Config,
+    protocols: tuple[str, ...],
+    num_classes: int,
+    device: torch.device | str = "cpu",
+) -> EvalRow:
+    row = EvalRow(name)
+    e = cfg.eval
+    if "knn" in protocols:
+        row.knn = knn_accuracy(
+            train[0],
+            train[1],
+            test[0],
+            test[1],
+            num_classes,
+            k=e.knn_k,
+            temperature=e.knn_temperature,
+        )
+    if "linear" in protocols:
+        result = linear_probe(
+            train[0],
+            train[1],
+            test[0],
+            test[1],
+            num_classes,
+            epochs=e.linear_epochs,
+            lrs=tuple(e.linear_lrs),
+            val_fraction=e.val_fraction,
+            batch_norm=e.linear_batch_norm,
+            seed=cfg.train.seed,
+            device=device,
+        )
+        row.linear, row.linear_lr = result.test_accuracy, result.lr
+    return row
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    protocols: tuple[str, ...] = ("knn", "linear"),
+    baselines: bool = True,
+    device: str | torch.device = "cpu",
+    eval_sets: tuple[ImageDataset, ImageDataset] | None = None,
+    overrides: Sequence[str] = (),
+) -> list[EvalRow]:
+    """Evaluate a run's encoder (and baselines) on its labelled eval splits; writes eval.json.
+
+    ``overrides`` (``eval.*``/``data.*`` keys) change the protocol, not the encoder.
+    """
+    run = load_encoder(run_dir, device)
+    cfg = apply_overrides(run.cfg, overrides).validate()
+    sets = eval_sets or build.eval_datasets(cfg)
+    if sets is None:
+        raise ValueError(
+            f"no labelled evaluation data for {cfg.data.dataset!r}; set data.eval_dataset "
+            "(e.g. fashion_mnist) or an image folder with class sub-folders"
+        )
+    train_set, test_set = sets
+    num_classes = int(train_set.num_classes or 0)
+    if num_classes < 2:
+        raise ValueError("evaluation needs at least 2 classes in the labelled data")
+    rows = []
+    candidates: list[tuple[str, nn.Module | None]] = [(f"selfsup {cfg.method}", run.encoder)]
+    if baselines:
+        candidates.append(("random encoder", random_encoder(cfg, run.in_channels, device)))
+        candidates.append(("raw pixels", None))
+    for name, model in candidates:
+        if model is None:
+            train, test = pixel_features(train_set, cfg), pixel_features(test_set, cfg)
+        else:
+            train = features_of(model, train_set, cfg, device)
+            test = features_of(model, test_set, cfg, device)
+        rows.append(evaluate_features(name, train, test, cfg, protocols, num_classes, device))
+    (Path(run_dir) / "eval.json").write_text(json.dumps([asdict(r) for r in rows], indent=2))
+    return rows
+
+
+def format_table(rows: list[EvalRow]) -> str:
+    head = f"{'':24s} {'k-NN top-1':>12s} {'linear top-1':>13s}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        knn = f"{100 * r.knn:11.2f}%" if r.knn is not None else f"{'-':>12s}"
+        lin = f"{100 * r.linear:12.2f}%" if r.linear is not None else f"{'-':>13s}"
+        lines.append(f"{r.name:24s} {knn} {lin}")
+    return "\n".join(lines)

@@ -1,0 +1,77 @@
+"""The method contract every SSL method implements, and what the trainer relies on.
+
+A method is an ``nn.Module`` holding everything it trains and everything it carries between steps
+(EMA target, queue, center) as parameters or registered buffers, so ``state_dict()`` is the whole
+method state and a checkpoint restores it exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from selfsup.views import MultiViewTransform
+
+
+@dataclass
+class StepOutput:
+    """What one ``training_step`` returns: the loss to back-propagate and detached logs."""
+
+    loss: Tensor
+    logs: dict[str, Tensor] = field(
+        default_factory=dict
+    )  # detached scalars, synced only when logged
+    embeddings: Tensor | None = None  # [B, D] detached, for collapse diagnostics
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where training stands after a step; drives momentum rules and per-step schedules."""
+
+    step: int  # global step just completed (0-based)
+    total_steps: int
+    epoch: int
+    steps_per_epoch: int
+
+    @property
+    def fraction(self) -> float:
+        return (self.step + 1) / max(1, self.total_steps)
+
+
+def embedding_std(embeddings: Tensor) -> Tensor:
+    """Collapse metric: mean per-dimension std of L2-normalised embeddings.
+
+    Healthy embeddings spread over the sphere give about ``1/sqrt(D)``; collapse to one point gives 0.
+    """
+    z = nn.functional.normalize(embeddings.float(), dim=1)
+    return z.std(dim=0).mean()
+
+
+class Method(nn.Module):
+    """Base class: a backbone (``encoder``), heads, a loss, a view recipe and per-step rules."""
+
+    name: ClassVar[str] = "method"
+
+    def __init__(self, backbone: nn.Module, view_recipe: MultiViewTransform) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.view_recipe = view_recipe
+
+    @property
+    def encoder(self) -> nn.Module:
+        """What downstream evaluation uses: the backbone before any projection head."""
+        return self.backbone
+
+    def make_views(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
+        """The method's view recipe applied to a uint8 batch ``[B, C, H, W]`` on its device."""
+        return self.view_recipe(images, generator=generator)
+
+    def training_step(self, views: list[Tensor]) -> StepOutput:  # pragma: no cover - abstract
+        raise TypeError(f"{type(self).__name__} must implement training_step(views)")
+
+    def after_step(self, progress: Progress) -> None:
+        """Hook after the optimiser step (EMA updates, queues, centers). Default: nothing."""
+        del progress

@@ -1,0 +1,1 @@
+"""Training: the trainer loop, optimisers (LARS), schedules, checkpoints."""

@@ -1,0 +1,257 @@
+"""Optimisers for self-supervised pre-training: LARS, parameter groups, learning-rate scaling.
+
+Typical use in any training loop::
+
+    groups = param_groups(model, weight_decay=1e-6)          # no decay / no LARS on BN, bias
+    lr = scaled_lr(0.075, global_batch_size=512, rule="sqrt")
+    optimizer = build_optimizer("lars", groups, lr=lr, weight_decay=1e-6)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Literal, overload
+
+import torch
+from torch import Tensor, nn
+from torch.optim.optimizer import ParamsT
+
+__all__ = ["LARS", "build_optimizer", "param_groups", "scaled_lr"]
+
+OPTIMIZERS = ("lars", "sgd", "adamw")
+LR_RULES = ("linear", "sqrt", "none")
+
+
+class LARS(torch.optim.Optimizer):
+    r"""SGD with momentum and a layer-wise trust ratio (LARS, You et al. 2017).
+
+    For every parameter tensor :math:`w` with gradient :math:`g`, at learning rate
+    :math:`\eta_{lr}`, momentum :math:`\mu` and weight decay :math:`\lambda`:
+
+    .. math::
+
+        d &= g + \lambda w \\
+        r &= \begin{cases} \eta \, \lVert w \rVert / \lVert d \rVert
+               & \lVert w \rVert > 0 \text{ and } \lVert d \rVert > 0 \\
+               1 & \text{otherwise} \end{cases} \\
+        v &\leftarrow \mu v + r\, d \\
+        w &\leftarrow w - \eta_{lr}\, v
+
+    The trust ratio is the one of the official SimCLR (``lars_optimizer.py``) and BYOL
+    (``scale_by_lars``) code: weight decay is added to the gradient first and the ratio uses
+    the norm of that sum, :math:`\lVert g + \lambda w \rVert`. The LARS paper's
+    :math:`\eta \lVert w \rVert / (\lVert g \rVert + \lambda \lVert w \rVert)` is an upper
+    bound of it (triangle inequality); the two agree when :math:`g \parallel w`.
+    The learning rate is applied after the momentum buffer, as in BYOL and
+    ``torch.optim.SGD``; SimCLR's "classic momentum" puts it inside the buffer, which
+    differs only while the learning rate changes (warm-up, cosine).
+
+    Parameter groups with ``lars_exclude=True`` (BatchNorm and bias parameters, see
+    :func:`param_groups`) get neither weight decay nor the trust ratio: they are updated
+    exactly like ``torch.optim.SGD(momentum=mu)`` without weight decay, whatever their
+    ``weight_decay`` entry says.
+
+    The update runs on whole lists of tensors with ``torch._foreach_*`` ops, grouped by
+    device and dtype; it never reads a value back to the host.
+
+    Args:
+        params: parameters or parameter groups (dicts may set ``lr``, ``momentum``,
+            ``weight_decay``, ``eta``, ``lars_exclude``).
+        lr: learning rate.
+        momentum: momentum factor :math:`\mu \in [0, 1)`; 0 disables the buffer.
+        weight_decay: L2 coefficient :math:`\lambda \ge 0` (1e-6 in the SimCLR paper).
+        eta: trust coefficient :math:`\eta > 0` (0.001 in SimCLR and BYOL).
+        lars_exclude: default for groups that do not set it.
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        eta: float = 0.001,
+        lars_exclude: bool = False,
+    ) -> None:
+        _check_hyperparameters(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta)
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "weight_decay": weight_decay,
+            "eta": eta,
+            "lars_exclude": lars_exclude,
+        }
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            _check_hyperparameters(
+                lr=group["lr"],
+                momentum=group["momentum"],
+                weight_decay=group["weight_decay"],
+                eta=group["eta"],
+            )
+
+    @overload
+    def step(self, closure: None = None) -> None: ...
+
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Perform one update; ``closure`` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            # Bucket by (device, dtype) so every foreach call sees homogeneous lists.
+            buckets: dict[tuple[torch.device, torch.dtype], tuple[list[Tensor], list[Tensor]]] = {}
+            for p in group["params"]:
+                grad = p.grad
+                if grad is None:
+                    continue
+                if grad.is_sparse:
+                    raise ValueError(
+                        "LARS does not support sparse gradients; use dense embeddings "
+                        "(sparse=False) or a sparse-capable optimiser for those parameters"
+                    )
+                params, grads = buckets.setdefault((p.device, p.dtype), ([], []))
+                params.append(p)
+                grads.append(grad)
+            for params, grads in buckets.values():
+                self._update(params, grads, group)
+        return loss
+
+    def _update(self, params: list[Tensor], grads: list[Tensor], group: dict[str, Any]) -> None:
+        """Apply the LARS update to same-device, same-dtype ``params`` (P tensors)."""
+        lr, momentum = group["lr"], group["momentum"]
+        steps: list[Tensor]
+        if group["lars_exclude"]:
+            steps = grads  # plain SGD(+momentum): no weight decay, no trust ratio
+        else:
+            wd, eta = group["weight_decay"], group["eta"]
+            decayed = list(torch._foreach_add(grads, params, alpha=wd)) if wd != 0 else grads
+            w_norm = torch.stack(torch._foreach_norm(params))  # [P]
+            d_norm = torch.stack(torch._foreach_norm(decayed))  # [P]
+            # Zero-norm guard: a zero weight (fresh zero init) or a zero update keeps ratio 1.
+            usable = (w_norm > 0) & (d_norm > 0)
+            trust = torch.where(usable, eta * w_norm / d_norm, torch.ones_like(w_norm))  # [P]
+            ratios: list[Tensor] = list(trust.unbind(0))
+            steps = list(torch._foreach_mul(decayed, ratios))  # r * d, new tensors
+        if momentum != 0:
+            bufs: list[Tensor] = []
+            for p in params:
+                state = self.state[p]
+                if "momentum_buffer" not in state:  # first step only: mu * 0 + d = d exactly
+                    state["momentum_buffer"] = torch.zeros_like(
+                        p, memory_format=torch.preserve_format
+                    )
+                bufs.append(state["momentum_buffer"])
+            torch._foreach_mul_(bufs, momentum)
+            torch._foreach_add_(bufs, steps)
+            steps = bufs
+        torch._foreach_add_(params, steps, alpha=-lr)
+
+
+def _check_hyperparameters(lr: float, momentum: float, weight_decay: float, eta: float) -> None:
+    if not (math.isfinite(lr) and lr >= 0):
+        raise ValueError(f"lr must be a finite number >= 0, got {lr}")
+    if not 0 <= momentum < 1:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum}; SimCLR/BYOL use 0.9")
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(
+            f"weight_decay must be a finite number >= 0, got {weight_decay}; "
+            "SimCLR uses 1e-6 with LARS"
+        )
+    if not (math.isfinite(eta) and eta > 0):
+        raise ValueError(
+            f"eta (LARS trust coefficient) must be > 0, got {eta}; the default is 0.001"
+        )
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Split trainable parameters into a decayed group and a BatchNorm/bias group.
+
+    Parameters with ``ndim <= 1`` (biases, BatchNorm/LayerNorm scales and shifts, tokens
+    stored as vectors) get ``weight_decay=0`` and ``lars_exclude=True``; all others (conv
+    and linear weights) get ``weight_decay`` and ``lars_exclude=False``. Parameters with
+    ``requires_grad=False`` are left out, and so are empty groups.
+
+    Returns:
+        Parameter-group dicts for ``torch.optim`` optimisers (``lars_exclude`` is read by
+        :class:`LARS` and ignored by the others).
+    """
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay}")
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": weight_decay, "lars_exclude": False},
+        {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(
+    name: Literal["lars", "sgd", "adamw"],
+    groups: ParamsT,
+    lr: float,
+    weight_decay: float,
+    momentum: float = 0.9,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eta: float = 0.001,
+) -> torch.optim.Optimizer:
+    """Build an optimiser by name.
+
+    * ``"lars"``: :class:`LARS` (``momentum``, ``eta``) -- SimCLR, BYOL.
+    * ``"sgd"``: ``torch.optim.SGD`` with ``momentum`` -- MoCo, linear probes.
+    * ``"adamw"``: ``torch.optim.AdamW`` with ``betas`` -- MAE (0.9, 0.95), DINO.
+
+    ``weight_decay`` is the default for groups that do not set their own (the groups of
+    :func:`param_groups` always do).
+    """
+    if name == "lars":
+        return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+
+def scaled_lr(
+    base_lr: float, global_batch_size: int, rule: Literal["linear", "sqrt", "none"]
+) -> float:
+    r"""Learning rate for a global batch of ``B`` images under a scaling rule.
+
+    * ``"linear"``: :math:`\text{base} \cdot B / 256` (Goyal et al.; MoCo, BYOL, MAE, DINO,
+      and SimCLR's default with base 0.3).
+    * ``"sqrt"``: :math:`\text{base} \cdot \sqrt{B}` (SimCLR with LARS at small batches,
+      base 0.075).
+    * ``"none"``: ``base_lr`` unchanged.
+
+    ``B`` is the *global* batch (all processes, all accumulation steps).
+
+    Example:
+        >>> scaled_lr(0.3, 512, "linear"), scaled_lr(0.075, 256, "sqrt")
+        (0.6, 1.2)
+    """
+    if isinstance(global_batch_size, bool) or global_batch_size < 1:
+        raise ValueError(
+            f"global_batch_size must be a positive integer, got {global_batch_size}; pass "
+            "the batch summed over all processes"
+        )
+    if not (math.isfinite(base_lr) and base_lr >= 0):
+        raise ValueError(f"base_lr must be a finite number >= 0, got {base_lr}")
+    if rule == "linear":
+        return base_lr * global_batch_size / 256
+    if rule == "sqrt":
+        return base_lr * math.sqrt(global_batch_size)
+    if rule == "none":
+        return base_lr
+    raise ValueError(f"unknown learning-rate rule {rule!r}; choose one of {', '.join(LR_RULES)}")

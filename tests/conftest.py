@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny configs that train in seconds on 2 CPU cores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from selfsup.config import Config, apply_overrides
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+
+
+def tiny_config(*overrides: str) -> Config:
+    """SimCLR on scikit-learn's digits (8x8, always available) with a very small ResNet."""
+    cfg = apply_overrides(
+        Config(),
+        [
+            "data.dataset=digits",
+            "backbone.width=0.125",
+            "views.size=8",
+            "views.blur_p=0",
+            "views.color_strength=0.5",
+            "simclr.proj_hidden_dim=32",
+            "simclr.proj_out_dim=16",
+            "optim.name=sgd",
+            "optim.base_lr=0.1",
+            "optim.warmup_epochs=0",
+            "train.batch_size=64",
+            "train.epochs=1",
+            "train.precision=fp32",
+            "train.progress=false",
+            "train.knn_every=0",
+            "train.log_every=1",
+            "eval.linear_epochs=5",
+            *overrides,
+        ],
+    )
+    return cfg.validate()
+
+
+@pytest.fixture
+def tiny() -> Config:
+    return tiny_config()
+
+
+requires_fashion_mnist = pytest.mark.skipif(
+    not FASHION_MNIST.exists(),
+    reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)",
+)

@@ -1,0 +1,116 @@
+"""The `selfsup` command end to end on tiny data (digits), in-process for speed."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from selfsup.cli import demo_config, main
+
+TINY = [
+    "data.dataset=digits",
+    "backbone.width=0.125",
+    "views.size=8",
+    "simclr.proj_hidden_dim=32",
+    "simclr.proj_out_dim=16",
+    "optim.name=sgd",
+    "optim.base_lr=0.1",
+    "optim.warmup_epochs=0",
+    "train.batch_size=128",
+    "train.epochs=1",
+    "train.precision=fp32",
+    "train.progress=false",
+    "train.knn_every=1",
+    "eval.linear_epochs=3",
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["pretrain", *TINY, "--run-dir", str(out)]) == 0
+    return out
+
+
+def test_pretrain_writes_a_complete_run_directory(run_dir, capsys):
+    assert (run_dir / "encoder.safetensors").is_file()
+    metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any(m["kind"] == "epoch" and 0 < m["knn_top1"] <= 1 for m in metrics)
+
+
+def test_eval_knn_and_linear_print_a_table_with_baselines(run_dir, capsys):
+    assert main(["eval", "all", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    for name in ("selfsup simclr", "random encoder", "raw pixels"):
+        assert name in out
+    rows = json.loads((run_dir / "eval.json").read_text())
+    assert all(0 < r["knn"] <= 1 and 0 < r["linear"] <= 1 for r in rows)
+
+
+def test_embed_writes_features_of_a_folder(run_dir, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (12, 12), dtype=np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "feats.npy"
+    assert main(["embed", str(run_dir), str(folder), "--out", str(out)]) == 0
+    feats = np.load(out)
+    assert feats.shape == (5, 64) and np.isfinite(feats).all()
+    assert len(out.with_suffix(".txt").read_text().splitlines()) == 5
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train.batch_size=1"], "SimCLR needs at least 2 images"),
+        (["simclr.temperature=0"], "temperature must be > 0"),
+        (["data.dataset=nope"], "is unknown"),
+        (["train.batch_sise=4"], "did you mean train.batch_size"),
+    ],
+)
+def test_impossible_settings_fail_before_training_with_one_line(args, message, capsys, tmp_path):
+    assert main(["pretrain", *TINY, *args, "--run-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_empty_folder_is_refused_with_the_fix(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = [*TINY, "data.dataset=folder", f"data.data_dir={empty}"]
+    assert main(["pretrain", *args, "--run-dir", str(tmp_path / "r")]) == 2
+    assert str(empty) in capsys.readouterr().err
+
+
+def test_resume_of_a_missing_run_is_a_clear_error(tmp_path, capsys):
+    assert main(["pretrain", "--resume", str(tmp_path / "nowhere")]) == 2
+    assert "not a selfsup run directory" in capsys.readouterr().err
+
+
+def test_help_teaches_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    out = capsys.readouterr().out
+    assert "simclr.temperature" in out and "0.1 (ImageNet) / 0.5" in out
+
+
+def test_bench_reports_the_three_throughputs(tmp_path, capsys):
+    out = tmp_path / "RESULTS.md"
+    args = ["bench", *TINY, "--steps", "1", "--warmup", "0", "--write", str(out)]
+    assert main(args) == 0
+    text = out.read_text()
+    for row in ("view pipeline alone", "model step alone", "end-to-end"):
+        assert row in text
+    assert "selfsup bench" in text
+
+
+def test_shipped_configs_are_valid():
+    from selfsup.config import Config
+
+    demo_config().validate()
+    for path in sorted(Path(__file__).parents[2].joinpath("configs").glob("*.yaml")):
+        Config.from_yaml(path).validate()

@@ -1,0 +1,155 @@
+"""Distributed helpers and the gathered NT-Xent loss on a real 2-process gloo group.
+
+One spawn (module-scoped fixture) runs every collective; each process saves what it saw and
+the assertions run here, in the parent, against single-process references.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from selfsup.nn import (
+    NTXentLoss,
+    all_reduce_mean,
+    gather_no_grad,
+    gather_with_grad,
+    is_distributed,
+    rank,
+    world_size,
+)
+
+WORLD = 2
+N_LOCAL = 3  # rows per process
+
+
+def shared_inputs() -> dict[str, torch.Tensor]:
+    """The global tensors; every process builds the same ones and takes its own slice."""
+    g = torch.Generator().manual_seed(1234)
+    return {
+        "x": torch.randn(WORLD * N_LOCAL, 4, generator=g, dtype=torch.float64),
+        "z_a": torch.randn(WORLD * N_LOCAL, 5, generator=g, dtype=torch.float64),
+        "z_b": torch.randn(WORLD * N_LOCAL, 5, generator=g, dtype=torch.float64),
+    }
+
+
+def weights_for(r: int) -> torch.Tensor:
+    """Rank-dependent weights, so a wrong gradient routing is visible."""
+    base = torch.arange(WORLD * N_LOCAL * 4, dtype=torch.float64).reshape(WORLD * N_LOCAL, 4)
+    return base * (r + 1)
+
+
+def _worker(local_rank: int, init_file: str, out_dir: str) -> None:
+    torch.set_num_threads(1)  # as DataLoader workers do: no OpenMP pool inherited over fork
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=local_rank, world_size=WORLD
+    )
+    try:
+        inputs = shared_inputs()
+        rows = slice(local_rank * N_LOCAL, (local_rank + 1) * N_LOCAL)
+        out: dict[str, Any] = {
+            "is_distributed": is_distributed(),
+            "rank": rank(),
+            "world_size": world_size(),
+        }
+
+        x = inputs["x"][rows].clone().requires_grad_()
+        gathered = gather_with_grad(x)  # [WORLD * N_LOCAL, 4]
+        (gathered * weights_for(local_rank)).sum().backward()
+        out["gathered"] = gathered.detach()
+        out["x_grad"] = x.grad
+
+        no_grad = gather_no_grad(x)
+        out["no_grad"] = no_grad
+        out["no_grad_requires_grad"] = no_grad.requires_grad
+
+        value = torch.full((2,), float(local_rank + 1))
+        out["mean"] = all_reduce_mean(value)
+        out["mean_input_after"] = value
+
+        z_a = inputs["z_a"][rows].clone().requires_grad_()
+        z_b = inputs["z_b"][rows].clone().requires_grad_()
+        loss = NTXentLoss(temperature=0.5, gather_distributed=True)(z_a, z_b)
+        loss.backward()
+        out["loss"] = loss.detach()
+        out["z_a_grad"], out["z_b_grad"] = z_a.grad, z_b.grad
+        out["local_loss"] = NTXentLoss(temperature=0.5)(z_a.detach(), z_b.detach())
+        torch.save(out, Path(out_dir) / f"rank{local_rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("gloo")
+    # fork (as DataLoader workers do) skips re-importing torch in every child: seconds saved.
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    mp.start_processes(
+        _worker,
+        args=(str(tmp / "init"), str(tmp)),
+        nprocs=WORLD,
+        join=True,
+        start_method=method,
+    )
+    return [torch.load(tmp / f"rank{r}.pt") for r in range(WORLD)]
+
+
+def test_single_process_defaults() -> None:
+    assert not is_distributed() and world_size() == 1 and rank() == 0
+    x = torch.randn(3, 2, requires_grad=True)
+    assert gather_with_grad(x) is x
+    assert torch.equal(gather_no_grad(x), x) and not gather_no_grad(x).requires_grad
+    assert torch.equal(all_reduce_mean(x), x) and not all_reduce_mean(x).requires_grad
+    with pytest.raises(ValueError, match="floating-point"):
+        all_reduce_mean(torch.ones(2, dtype=torch.long))
+
+
+def test_process_identity(results: list[dict[str, Any]]) -> None:
+    for r, out in enumerate(results):
+        assert out["is_distributed"] and out["rank"] == r and out["world_size"] == WORLD
+
+
+def test_gather_with_grad_values_and_gradients(results: list[dict[str, Any]]) -> None:
+    x_full = shared_inputs()["x"]
+    # Each process's loss is sum(gathered * w_r); the gradient reaching process r's slice is
+    # the sum over processes of their weights at that slice.
+    summed_weights = torch.stack([weights_for(r) for r in range(WORLD)]).sum(0)
+    for r, out in enumerate(results):
+        rows = slice(r * N_LOCAL, (r + 1) * N_LOCAL)
+        torch.testing.assert_close(out["gathered"], x_full)
+        torch.testing.assert_close(out["x_grad"], summed_weights[rows])
+
+
+def test_gather_no_grad_and_all_reduce_mean(results: list[dict[str, Any]]) -> None:
+    x_full = shared_inputs()["x"]
+    expected_mean = sum(r + 1 for r in range(WORLD)) / WORLD
+    for r, out in enumerate(results):
+        torch.testing.assert_close(out["no_grad"], x_full)
+        assert not out["no_grad_requires_grad"]
+        torch.testing.assert_close(out["mean"], torch.full((2,), expected_mean))
+        torch.testing.assert_close(out["mean_input_after"], torch.full((2,), float(r + 1)))
+
+
+def test_gathered_nt_xent_equals_global_batch_loss(results: list[dict[str, Any]]) -> None:
+    inputs = shared_inputs()
+    z_a = inputs["z_a"].clone().requires_grad_()
+    z_b = inputs["z_b"].clone().requires_grad_()
+    loss = NTXentLoss(temperature=0.5)(z_a, z_b)
+    loss.backward()
+    assert z_a.grad is not None and z_b.grad is not None
+    # The global loss is the mean of the per-process losses (equal anchors per process).
+    mean_loss = sum(out["loss"] for out in results) / WORLD
+    torch.testing.assert_close(mean_loss, loss.detach())
+    # Gradients: gather_with_grad sums all processes' contributions onto each slice, so the
+    # local gradient is WORLD x the global one; DDP's averaging divides that back.
+    for r, out in enumerate(results):
+        rows = slice(r * N_LOCAL, (r + 1) * N_LOCAL)
+        torch.testing.assert_close(out["z_a_grad"] / WORLD, z_a.grad[rows])
+        torch.testing.assert_close(out["z_b_grad"] / WORLD, z_b.grad[rows])
+        # Gathering changes the loss: negatives from the other process count.
+        assert not torch.allclose(out["loss"], out["local_loss"])

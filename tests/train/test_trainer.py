@@ -1,0 +1,91 @@
+import json
+
+import pytest
+import torch
+
+from selfsup.train.trainer import NonFiniteLossError, Trainer, resolve_precision
+from tests.conftest import tiny_config
+
+
+def _train_lines(run_dir):
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [x for x in lines if x["kind"] == "train"]
+
+
+def test_run_directory_holds_config_metrics_checkpoint_and_encoder(tmp_path, tiny):
+    result = Trainer(tiny, tmp_path / "run").fit()
+    run = tmp_path / "run"
+    assert (run / "config.yaml").is_file()
+    assert (run / "checkpoints" / "last.pt").is_file()
+    assert (run / "encoder.safetensors").is_file() and (run / "encoder.json").is_file()
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    setup = lines[0]
+    assert setup["kind"] == "setup" and "lr_rule" in setup and setup["global_batch_size"] == 64
+    train = _train_lines(run)
+    assert [x["step"] for x in train] == list(range(1, result.steps + 1))
+    assert all({"loss", "lr", "img_per_s", "embedding_std"} <= set(x) for x in train)
+    assert result.steps == 1437 // 64
+
+
+def test_lr_follows_the_precomputed_warmup_cosine_schedule(tmp_path):
+    cfg = tiny_config("optim.warmup_epochs=0.5", "optim.lr_scaling=linear")
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.fit()
+    lrs = [x["lr"] for x in _train_lines(tmp_path / "run")]
+    peak = 0.1 * 64 / 256
+    assert trainer.peak_lr == pytest.approx(peak)
+    assert lrs == pytest.approx([float(v) for v in trainer.lr_schedule[: len(lrs)]])
+    assert max(lrs) == pytest.approx(peak, rel=0.1) and lrs[0] < lrs[5]
+
+
+def test_resume_continues_the_same_run_bitwise(tmp_path):
+    straight = Trainer(tiny_config("train.epochs=2"), tmp_path / "a")
+    straight.fit()
+
+    first = Trainer(tiny_config("train.epochs=2", "train.max_steps=30"), tmp_path / "b")
+    first.fit()  # interrupted mid-epoch 2 (22 steps per epoch)
+    assert first.step == 30
+    second = Trainer(tiny_config("train.epochs=2"), tmp_path / "b")
+    second.fit(resume=True)
+
+    assert second.step == straight.step
+    a, b = straight.method.state_dict(), second.method.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # metrics continue without a jump: same steps, same losses as the uninterrupted run
+    la, lb = _train_lines(tmp_path / "a"), _train_lines(tmp_path / "b")
+    assert [x["step"] for x in lb] == [x["step"] for x in la]
+    assert [x["loss"] for x in lb] == [x["loss"] for x in la]
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
+    cfg = tiny_config("train.epochs=2", "train.checkpoint_every=1")
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.fit()  # a good checkpoint at the end of epoch 2
+    good = torch.load(trainer.checkpoint_path, weights_only=True)["step"]
+
+    cfg = tiny_config("train.epochs=4")
+    again = Trainer(cfg, tmp_path / "run")
+    original = again.method.training_step
+
+    def poisoned(views):
+        out = original(views)
+        out.loss = out.loss * float("nan")
+        return out
+
+    again.method.training_step = poisoned  # type: ignore[method-assign]
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
+        again.fit(resume=True)
+    assert torch.load(trainer.checkpoint_path, weights_only=True)["step"] == good
+
+
+def test_batch_larger_than_the_dataset_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="larger than the training set"):
+        Trainer(tiny_config("train.batch_size=4096"), tmp_path / "run")
+
+
+def test_precision_resolution():
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) is None
+    assert resolve_precision("bf16", cpu) is torch.bfloat16
+    with pytest.raises(ValueError, match="fp16 is for GPUs"):
+        resolve_precision("fp16", cpu)

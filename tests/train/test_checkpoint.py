@@ -67,7 +67,7 @@ class _Exploit:
 def test_a_crafted_pickle_is_refused_and_does_not_execute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "evil.pt"
-    path.write_bytes(pickle.dumps({"step": _Exploit()}))
+    path.write_bytes(pickle.dumps({"step": _Exploit()}, protocol=2))
     with pytest.raises(CheckpointError, match="refusing to load"):
         load_checkpoint(path)
     assert not (tmp_path / "pwned").exists()

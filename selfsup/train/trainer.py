@@ -332,7 +332,7 @@ class Trainer:
             total=steps_here,
             initial=start_in_epoch,
             desc=f"epoch {epoch + 1}/{t.epochs}",
-            disable=not t.progress,
+            disable=None if t.progress else True,  # None: off when not a terminal
             dynamic_ncols=True,
             leave=False,
         )

@@ -13,12 +13,13 @@ import torch
 from torch import nn
 
 from selfsup.backbones import build_backbone, feature_dim
-from selfsup.config import Config
+from selfsup.config import Config, ViewsConfig
 from selfsup.data import ImageDataset, TensorImageDataset, load_dataset
 from selfsup.methods import Method, SimCLR
 from selfsup.nn import simclr_projector
 from selfsup.train.optim import build_optimizer, param_groups, scaled_lr
 from selfsup.views import EvalTransform, MultiViewTransform, ViewSpec, simclr_view
+from selfsup.views.recipes import byol_views, mae_view, moco_v2_view
 
 # ImageNet statistics: the default for image folders, whose content we cannot know in advance.
 LrRule = Literal["linear", "sqrt", "none"]
@@ -121,20 +122,71 @@ def cifar_stem(cfg: Config) -> bool:
 
 def make_backbone(cfg: Config, in_channels: int) -> nn.Module:
     b = cfg.backbone
-    return build_backbone(b.name, in_channels, b.width, cifar_stem(cfg), b.zero_init_residual)
+    return build_backbone(
+        b.name,
+        in_channels,
+        b.width,
+        cifar_stem(cfg),
+        b.zero_init_residual,
+        image_size=cfg.views.size,
+        patch_size=b.patch_size,
+        pool=b.pool,
+    )
 
 
-def simclr_view_spec(cfg: Config) -> ViewSpec:
-    v = cfg.views
-    spec = simclr_view(
-        size=v.size,
-        color_strength=v.color_strength,
-        blur=v.blur_p > 0,
-        crop_scale=(v.crop_min_scale, 1.0),
-    )
-    return dataclasses.replace(
-        spec, jitter_p=v.jitter_p, gray_p=v.gray_p, blur_p=v.blur_p, flip_p=v.flip_p
-    )
+def _per_view(name: str, values: list[float] | None, count: int) -> list[float | None]:
+    if values is None:
+        return [None] * count
+    if len(values) == 1:
+        return values * count
+    if len(values) != count:
+        raise ValueError(
+            f"views.{name} has {len(values)} values but the recipe makes {count} views; "
+            f"give one value (every view) or {count}"
+        )
+    return list(values)
+
+
+def apply_view_overrides(specs: list[ViewSpec], v: ViewsConfig) -> list[ViewSpec]:
+    """The method's recipe with the user's ``views.*`` settings applied (null keeps the recipe)."""
+    blur = _per_view("blur_p", v.blur_p, len(specs))
+    solarize = _per_view("solarize_p", v.solarize_p, len(specs))
+    out = []
+    for spec, blur_p, solarize_p in zip(specs, blur, solarize):
+        changes: dict[str, Any] = {
+            "size": v.size,
+            "brightness": spec.brightness * v.color_strength,
+            "contrast": spec.contrast * v.color_strength,
+            "saturation": spec.saturation * v.color_strength,
+            "hue": min(0.5, spec.hue * v.color_strength),
+        }
+        if v.crop_min_scale is not None:
+            changes["crop_scale"] = (v.crop_min_scale, 1.0)
+        for key in ("jitter_p", "gray_p", "flip_p"):
+            if getattr(v, key) is not None:
+                changes[key] = getattr(v, key)
+        if blur_p is not None:
+            changes["blur_p"] = blur_p
+        if solarize_p is not None:
+            changes["solarize_p"] = solarize_p
+        out.append(dataclasses.replace(spec, **changes))
+    return out
+
+
+def method_view_specs(cfg: Config) -> list[ViewSpec]:
+    """Each method's own view recipe (REFERENCE.md), then the config's overrides."""
+    size = cfg.views.size
+    if cfg.method == "simclr":
+        specs = [simclr_view(size), simclr_view(size)]
+    elif cfg.method == "moco":
+        specs = [moco_v2_view(size), moco_v2_view(size)]
+    elif cfg.method in ("mocov3", "byol"):
+        specs = byol_views(size)
+    elif cfg.method == "mae":
+        specs = [mae_view(size)]
+    else:
+        raise ValueError(f"no view recipe for method {cfg.method!r}")
+    return apply_view_overrides(specs, cfg.views)
 
 
 def eval_transform(cfg: Config) -> EvalTransform:
@@ -149,17 +201,71 @@ def make_method(cfg: Config, in_channels: int) -> Method:
             "views.mean/std unresolved: call resolve_normalization(cfg, dataset) first"
         )
     backbone = make_backbone(cfg, in_channels)
+    recipe = MultiViewTransform(method_view_specs(cfg), cfg.views.mean, cfg.views.std)
+    dim = feature_dim(backbone)
     if cfg.method == "simclr":
         s = cfg.simclr
-        spec = simclr_view_spec(cfg)
-        recipe = MultiViewTransform([spec, spec], cfg.views.mean, cfg.views.std)
-        projector = simclr_projector(
-            feature_dim(backbone),
-            cast(Literal["v1", "v2"], s.projector),
-            s.proj_hidden_dim,
-            s.proj_out_dim,
-        )
+        version = cast(Literal["v1", "v2"], s.projector)
+        projector = simclr_projector(dim, version, s.proj_hidden_dim, s.proj_out_dim)
         return SimCLR(backbone, projector, recipe, s.temperature, s.gather_distributed)
+    if cfg.method == "moco":
+        from selfsup.methods.moco import MoCo, moco_v2_projector
+
+        m = cfg.moco
+        return MoCo(
+            backbone,
+            moco_v2_projector(dim, m.proj_hidden_dim, m.proj_out_dim),
+            recipe,
+            temperature=m.temperature,
+            queue_size=m.queue_size,
+            momentum=m.momentum,
+            split_bn=m.split_bn,
+            proj_out_dim=m.proj_out_dim,
+        )
+    if cfg.method == "mocov3":
+        from selfsup.methods.moco import MoCoV3, moco_v3_predictor, moco_v3_projector
+
+        v3 = cfg.mocov3
+        return MoCoV3(
+            backbone,
+            moco_v3_projector(dim, v3.proj_hidden_dim, v3.proj_out_dim),
+            moco_v3_predictor(v3.proj_out_dim, v3.pred_hidden_dim),
+            recipe,
+            temperature=v3.temperature,
+            momentum_base=v3.momentum_base,
+            gather_distributed=v3.gather_distributed,
+        )
+    if cfg.method == "byol":
+        from selfsup.methods.byol import BYOL, byol_predictor, byol_projector
+
+        y = cfg.byol
+        predictor = (
+            byol_predictor(y.proj_out_dim, y.pred_hidden_dim) if y.predictor else nn.Identity()
+        )
+        return BYOL(
+            backbone,
+            byol_projector(dim, y.proj_hidden_dim, y.proj_out_dim),
+            predictor,
+            recipe,
+            momentum_base=y.momentum_base,
+            momentum_schedule=cast(Literal["cosine", "constant"], y.momentum_schedule),
+        )
+    if cfg.method == "mae":
+        from selfsup.backbones.vit import VisionTransformer
+        from selfsup.methods.mae import MAE
+
+        if not isinstance(backbone, VisionTransformer):
+            raise ValueError("MAE needs a ViT backbone: set backbone.name=vit_tiny (or vit_micro)")
+        a = cfg.mae
+        return MAE(
+            backbone,
+            recipe,
+            mask_ratio=a.mask_ratio,
+            decoder_dim=a.decoder_dim,
+            decoder_depth=a.decoder_depth,
+            decoder_heads=a.decoder_heads,
+            norm_pix_loss=a.norm_pix_loss,
+        )
     raise ValueError(f"unknown method {cfg.method!r}")
 
 

@@ -47,7 +47,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         run_dir: str | None = args.resume
     else:
         base = demo_config() if args.demo else None
-        cfg = _config(args.config, args.overrides, base=base)
+        overrides = [*([f"method={args.method}"] if args.method else []), *args.overrides]
+        cfg = _config(args.config, overrides, base=base)
         run_dir = args.run_dir
     if args.print_config:
         print(cfg.to_yaml())
@@ -141,6 +142,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_viz(args: argparse.Namespace) -> int:
+    """Pictures of what a run learned (MAE reconstructions)."""
+    from selfsup import build
+    from selfsup.eval.run import load_run_config
+    from selfsup.train.checkpoint import load_checkpoint
+
+    cfg = load_run_config(args.run_dir)
+    if args.kind == "mae":
+        from selfsup.methods.mae import MAE
+        from selfsup.viz.mae import save_reconstruction_grid
+
+        if cfg.method != "mae":
+            raise ValueError(f"{args.run_dir} is a {cfg.method} run; `viz mae` needs an MAE run")
+        sets = build.eval_datasets(cfg)
+        dataset = sets[1] if sets is not None else build.train_dataset(cfg)
+        images, _ = dataset.get_batch(torch.arange(min(args.num_images, len(dataset))))
+        state = load_checkpoint(Path(args.run_dir) / "checkpoints" / "last.pt")
+        method = build.make_method(cfg, images.shape[1])
+        method.load_state_dict(state["method"])
+        assert isinstance(method, MAE)
+        out = Path(args.out or Path(args.run_dir) / "report" / "mae_reconstructions.png")
+        assert cfg.views.mean is not None and cfg.views.std is not None
+        torch.manual_seed(args.seed)
+        save_reconstruction_grid(method.eval(), images, out, cfg.views.mean, cfg.views.std)
+        print(f"wrote {out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Pre-train on the embedded default, then evaluate against the two baselines."""
     from selfsup.eval import run as eval_run
@@ -188,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.batch_size=128")
     p.add_argument("-c", "--config", help="YAML config file (default: built-in defaults)")
     p.add_argument("--demo", action="store_true", help="start from the embedded demo config")
+    p.add_argument(
+        "--method",
+        help="shortcut for method=...: simclr | moco | mocov3 | byol | mae (presets in configs/)",
+    )
     p.add_argument("--run-dir", help="output directory (default runs/<method>-<data>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
     p.add_argument("--eval", action="store_true", help="k-NN + linear probe with baselines after")
@@ -231,6 +264,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     p.add_argument("--write", metavar="MD", help="append the results to this markdown file")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("viz", help="pictures of a run: MAE reconstructions")
+    p.add_argument("kind", choices=["mae"])
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="PNG path (default RUN/report/mae_reconstructions.png)")
+    p.add_argument("--num-images", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random masks")
+    p.set_defaults(func=cmd_viz)
 
     p = sub.add_parser("demo", help="short SimCLR pre-training + evaluation (embedded default)")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. train.epochs=1")

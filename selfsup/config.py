@@ -29,7 +29,7 @@ def _f(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
-METHODS = ("simclr",)
+METHODS = ("simclr", "moco", "mocov3", "byol", "mae")
 DATASET_NAMES = ("fashion_mnist", "mnist", "cifar10", "cifar100", "digits", "folder", "filelist")
 
 
@@ -59,28 +59,42 @@ class DataConfig:
 @dataclass
 class BackboneConfig:
     name: str = _f(
-        "resnet18", "resnet18|resnet34|resnet50|resnet101, or 'timm:<model name>' for timm models"
+        "resnet18",
+        "resnet18|resnet34|resnet50|resnet101, vit_micro|vit_tiny|vit_small|vit_base, "
+        "or 'timm:<model name>' for timm models",
     )
     width: float = _f(1.0, "channel multiplier of ResNet stages (0.25 = CPU-sized); > 0")
     cifar_stem: bool | None = _f(
         None, "3x3 stride-1 stem without max-pool; None = on when the view size is <= 64 px"
     )
     zero_init_residual: bool = _f(False, "zero-initialise the last BN of every residual block")
+    patch_size: int = _f(16, "ViT patch side in pixels (4 for 28/32 px images); divides views.size")
+    pool: str = _f("cls", "ViT features for evaluation: cls token or mean of patch tokens")
 
 
 @dataclass
 class ViewsConfig:
+    """Every field left at null takes the method's own recipe (REFERENCE.md): SimCLR strong
+    crop + colour + blur, MoCo v2 crop 0.2, BYOL asymmetric blur/solarize, MAE crop + flip only."""
+
     size: int = _f(32, "side of the training views in pixels")
-    crop_min_scale: float = _f(0.08, "smallest crop area fraction of RandomResizedCrop, in (0, 1]")
-    color_strength: float = _f(
-        1.0, "SimCLR colour strength s: jitter 0.8s/0.8s/0.8s/0.2s; 0.5 for small images"
+    crop_min_scale: float | None = _f(
+        None, "smallest crop area fraction of RandomResizedCrop, in (0, 1]; null = method's"
     )
-    jitter_p: float = _f(0.8, "probability of colour jitter per view")
-    gray_p: float = _f(0.2, "probability of grayscale per view")
-    blur_p: float = _f(0.5, "probability of Gaussian blur per view; 0 for images <= 32 px")
-    flip_p: float = _f(0.5, "probability of horizontal flip per view")
-    mean: list[float] | None = _f(None, "normalisation mean per channel; None = dataset's")
-    std: list[float] | None = _f(None, "normalisation std per channel; None = dataset's")
+    color_strength: float = _f(
+        1.0, "multiplier on the recipe's colour jitter (SimCLR's s: 0.8s/0.8s/0.8s/0.2s); 0 = off"
+    )
+    jitter_p: float | None = _f(None, "probability of colour jitter per view; null = method's")
+    gray_p: float | None = _f(None, "probability of grayscale per view; null = method's")
+    blur_p: list[float] | None = _f(
+        None, "Gaussian blur probability per view (one value = every view); 0 for <= 32 px images"
+    )
+    solarize_p: list[float] | None = _f(
+        None, "solarize probability per view (one value = every view); null = method's"
+    )
+    flip_p: float | None = _f(None, "probability of horizontal flip per view; null = method's")
+    mean: list[float] | None = _f(None, "normalisation mean per channel; null = dataset's")
+    std: list[float] | None = _f(None, "normalisation std per channel; null = dataset's")
 
 
 @dataclass
@@ -92,6 +106,49 @@ class SimCLRConfig:
     proj_hidden_dim: int | None = _f(None, "hidden width of the projector; None = preset's")
     proj_out_dim: int = _f(128, "output dimension of the projector (128 in the paper)")
     gather_distributed: bool = _f(True, "negatives from all processes (gathered with gradient)")
+
+
+@dataclass
+class MoCoConfig:
+    temperature: float = _f(0.2, "InfoNCE temperature: 0.07 (MoCo v1) / 0.2 (v2); > 0")
+    queue_size: int = _f(65536, "negatives in the queue K (65536 on ImageNet; >= batch size)")
+    momentum: float = _f(0.999, "key encoder EMA momentum m in [0, 1] (0.99-0.999)")
+    proj_hidden_dim: int = _f(2048, "hidden width of the v2 MLP head (2048-ReLU-128)")
+    proj_out_dim: int = _f(128, "output dimension of the head")
+    split_bn: int = _f(8, "BatchNorm splits on one process (shuffle-BN substitute); 0 = plain BN")
+
+
+@dataclass
+class MoCoV3Config:
+    temperature: float = _f(
+        1.0, "contrastive temperature: 1.0 (ResNet) / 0.2 (ViT) in the official code"
+    )
+    momentum_base: float = _f(0.99, "target momentum at step 0, cosine to 1 at the end")
+    proj_hidden_dim: int = _f(4096, "hidden width of the 3-layer projector")
+    proj_out_dim: int = _f(256, "output dimension of projector and predictor")
+    pred_hidden_dim: int = _f(4096, "hidden width of the 2-layer predictor")
+    gather_distributed: bool = _f(True, "keys from all processes as negatives")
+
+
+@dataclass
+class BYOLConfig:
+    momentum_base: float = _f(
+        0.99, "target EMA tau at step 0, cosine to 1: 0.996 (1000 epochs) / 0.99 (300 epochs)"
+    )
+    momentum_schedule: str = _f("cosine", "cosine (tau -> 1) or constant (tau = momentum_base)")
+    proj_hidden_dim: int = _f(4096, "hidden width of projector (Linear-BN-ReLU-Linear)")
+    proj_out_dim: int = _f(256, "output dimension of projector and predictor")
+    pred_hidden_dim: int = _f(4096, "hidden width of the predictor")
+    predictor: bool = _f(True, "use the predictor; false only for the collapse ablation")
+
+
+@dataclass
+class MAEConfig:
+    mask_ratio: float = _f(0.75, "fraction of patches removed, in (0, 1); 0.75 in the paper")
+    decoder_dim: int = _f(512, "decoder width (paper: 512)")
+    decoder_depth: int = _f(8, "decoder Transformer blocks (paper: 8)")
+    decoder_heads: int = _f(16, "decoder attention heads (must divide decoder_dim)")
+    norm_pix_loss: bool = _f(False, "per-patch normalised pixel targets (better features)")
 
 
 @dataclass
@@ -139,7 +196,9 @@ class EvalConfig:
     knn_temperature: float = _f(0.07, "temperature of the k-NN vote weights exp(sim/T)")
     linear_epochs: int = _f(100, "epochs of the linear probe on cached features")
     linear_lrs: list[float] = _f([0.01, 0.1, 1.0], "learning rates tried on the validation split")
-    linear_batch_norm: bool = _f(False, "BatchNorm1d(affine=False) before the linear layer (MAE)")
+    linear_batch_norm: bool | None = _f(
+        None, "BatchNorm1d(affine=False) before the linear layer; null = on for MAE (its protocol)"
+    )
     val_fraction: float = _f(0.1, "fraction of train held out to choose hyper-parameters")
     batch_size: int = _f(512, "batch size of feature extraction")
 
@@ -152,6 +211,10 @@ class Config:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     views: ViewsConfig = field(default_factory=ViewsConfig)
     simclr: SimCLRConfig = field(default_factory=SimCLRConfig)
+    moco: MoCoConfig = field(default_factory=MoCoConfig)
+    mocov3: MoCoV3Config = field(default_factory=MoCoV3Config)
+    byol: BYOLConfig = field(default_factory=BYOLConfig)
+    mae: MAEConfig = field(default_factory=MAEConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -219,6 +282,9 @@ def _all_keys() -> list[str]:
     return [key for key, _, _ in iter_fields()]
 
 
+_SCALAR_LISTS = ("views.blur_p", "views.solarize_p")
+
+
 def _coerce(key: str, annotation: Any, value: Any) -> Any:
     """Convert ``value`` to the field's declared type or raise a ConfigError naming both."""
     hint = annotation
@@ -235,6 +301,8 @@ def _coerce(key: str, annotation: Any, value: Any) -> Any:
             f"{key} cannot be null; give a value of type {getattr(hint, '__name__', hint)}"
         )
     if origin is list:
+        if isinstance(value, int | float) and not isinstance(value, bool) and key in _SCALAR_LISTS:
+            value = [value]  # one value for every view
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key} must be a list such as [0.5, 0.5], got {value!r}")
         return [_coerce(key, args[0], v) for v in value]
@@ -329,11 +397,23 @@ def validate(cfg: Config) -> None:
     _require(d.num_workers >= 0, "data.num_workers must be >= 0")
     _require(b.width > 0, f"backbone.width must be > 0 (e.g. 0.25 or 1.0), got {b.width}")
     _require(v.size >= 8, f"views.size must be >= 8 pixels, got {v.size}")
-    _require(0 < v.crop_min_scale <= 1, "views.crop_min_scale must be in (0, 1], e.g. 0.08")
+    _require(
+        v.crop_min_scale is None or 0 < v.crop_min_scale <= 1,
+        "views.crop_min_scale must be in (0, 1], e.g. 0.08",
+    )
     _require(v.color_strength >= 0, "views.color_strength must be >= 0 (0 disables jitter)")
-    for name in ("jitter_p", "gray_p", "blur_p", "flip_p"):
+    for name in ("jitter_p", "gray_p", "flip_p"):
         p = getattr(v, name)
-        _require(0 <= p <= 1, f"views.{name} is a probability, got {p}; use a value in [0, 1]")
+        _require(
+            p is None or 0 <= p <= 1,
+            f"views.{name} is a probability, got {p}; use a value in [0, 1]",
+        )
+    for name in ("blur_p", "solarize_p"):
+        ps = getattr(v, name) or []
+        _require(
+            all(0 <= p <= 1 for p in ps),
+            f"views.{name} holds probabilities, got {ps}; use values in [0, 1]",
+        )
     for name in ("mean", "std"):
         vals = getattr(v, name)
         _require(vals is None or len(vals) in (1, 3), f"views.{name} needs 1 or 3 values")
@@ -354,6 +434,7 @@ def validate(cfg: Config) -> None:
             s.projector in ("v1", "v2"), f"simclr.projector must be v1 or v2, got {s.projector!r}"
         )
         _require(s.proj_out_dim >= 1, "simclr.proj_out_dim must be >= 1")
+    _validate_method(cfg)
     _require(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
     _require(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
     _require(t.max_steps is None or t.max_steps >= 1, "train.max_steps must be >= 1 or null")
@@ -383,6 +464,67 @@ def validate(cfg: Config) -> None:
     _require(e.knn_temperature > 0, "eval.knn_temperature must be > 0 (0.07 is standard)")
     _require(e.linear_epochs >= 1, "eval.linear_epochs must be >= 1")
     _require(0 < e.val_fraction < 1, "eval.val_fraction must be in (0, 1), e.g. 0.1")
+
+
+def _validate_method(cfg: Config) -> None:
+    t, b = cfg.train, cfg.backbone
+    contrastive = {"moco": cfg.moco.temperature, "mocov3": cfg.mocov3.temperature}
+    if cfg.method in contrastive:
+        tau = contrastive[cfg.method]
+        _require(tau > 0, f"{cfg.method}.temperature must be > 0 (0.07-1.0), got {tau}")
+    if cfg.method in ("moco", "mocov3", "byol"):
+        _require(
+            t.batch_size >= 2,
+            f"train.batch_size={t.batch_size}: {cfg.method} needs at least 2 images per batch "
+            "(BatchNorm and negatives); raise train.batch_size",
+        )
+    if cfg.method == "moco":
+        m = cfg.moco
+        _require(
+            m.queue_size >= t.batch_size,
+            f"moco.queue_size={m.queue_size} is smaller than train.batch_size={t.batch_size}; "
+            "the queue must hold at least one batch of keys (raise moco.queue_size)",
+        )
+        _require(0 <= m.momentum <= 1, f"moco.momentum must be in [0, 1], got {m.momentum}")
+        _require(m.split_bn >= 0, "moco.split_bn must be >= 0 (0 = plain BatchNorm)")
+        if m.split_bn > 1:
+            _require(
+                t.batch_size % m.split_bn == 0,
+                f"train.batch_size={t.batch_size} must be divisible by moco.split_bn={m.split_bn}; "
+                "change one of them (or set moco.split_bn=0)",
+            )
+    if cfg.method == "mocov3":
+        _require(0 <= cfg.mocov3.momentum_base <= 1, "mocov3.momentum_base must be in [0, 1]")
+    if cfg.method == "byol":
+        y = cfg.byol
+        _require(
+            0 <= y.momentum_base <= 1,
+            f"byol.momentum_base must be in [0, 1], got {y.momentum_base}",
+        )
+        _require(
+            y.momentum_schedule in ("cosine", "constant"),
+            f"byol.momentum_schedule must be cosine or constant, got {y.momentum_schedule!r}",
+        )
+    if cfg.method == "mae":
+        r = cfg.mae.mask_ratio
+        _require(
+            0 < r < 1,
+            f"mae.mask_ratio={r}: the ratio of removed patches must be in (0, 1) (0.75 in the "
+            "paper); 0 leaves nothing to reconstruct and 1 leaves the encoder no input",
+        )
+        _require(
+            cfg.mae.decoder_dim % cfg.mae.decoder_heads == 0,
+            "mae.decoder_heads must divide mae.decoder_dim",
+        )
+        _require(
+            b.name.startswith("vit"), f"MAE needs a ViT backbone (e.g. vit_tiny), got {b.name!r}"
+        )
+    if b.name.startswith("vit"):
+        _require(
+            cfg.views.size % b.patch_size == 0,
+            f"views.size={cfg.views.size} must be a multiple of backbone.patch_size={b.patch_size}",
+        )
+        _require(b.pool in ("cls", "mean"), f"backbone.pool must be cls or mean, got {b.pool!r}")
 
 
 def option_help() -> str:

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import yaml
 
@@ -66,6 +68,7 @@ def test_wrong_types_are_refused_with_the_key(override, message):
         ("views.jitter_p=1.5", "probability"),
         ("data.dataset=folder", "needs data.data_dir"),
         ("optim.lr_scaling=cubic", "linear|sqrt|none"),
+        ("views.blur_p=[0.5, 1.5]", "probabilities"),
     ],
 )
 def test_impossible_settings_fail_validation_with_the_fix(override, message):
@@ -92,3 +95,28 @@ def test_every_option_has_help_and_appears_in_option_help():
     for key, field, _ in iter_fields():
         assert field.metadata.get("help"), f"{key} has no help text"
         assert key in text
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["method=moco", "moco.queue_size=64", "train.batch_size=128"], "queue must hold"),
+        (["method=moco", "moco.temperature=0"], "temperature must be > 0"),
+        (["method=moco", "train.batch_size=100", "moco.split_bn=8"], "divisible by moco.split_bn"),
+        (["method=byol", "train.batch_size=1"], "byol needs at least 2"),
+        (["method=byol", "byol.momentum_base=1.5"], "momentum_base must be in"),
+        (["method=mae", "backbone.name=vit_tiny", "mae.mask_ratio=1.0"], "must be in (0, 1)"),
+        (["method=mae", "backbone.name=vit_tiny", "mae.mask_ratio=0"], "nothing to reconstruct"),
+        (["method=mae", "backbone.name=resnet18"], "needs a ViT backbone"),
+        (["backbone.name=vit_tiny", "views.size=30", "backbone.patch_size=4"], "multiple of"),
+    ],
+)
+def test_impossible_method_settings_name_the_fix(overrides, message):
+    cfg = apply_overrides(Config(), overrides)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        cfg.validate()
+
+
+def test_per_view_lists_accept_one_value_for_every_view():
+    cfg = apply_overrides(Config(), ["views.blur_p=0", "views.solarize_p=[0.0, 0.2]"])
+    assert cfg.views.blur_p == [0.0] and cfg.views.solarize_p == [0.0, 0.2]

@@ -55,8 +55,14 @@ def register_backbone(name: str, factory: Callable[..., nn.Module]) -> None:
     _CUSTOM[name] = factory
 
 
+def _vit_names() -> list[str]:
+    from selfsup.backbones.vit import VIT_PRESETS
+
+    return sorted(VIT_PRESETS)
+
+
 def backbone_names() -> list[str]:
-    return sorted(_LAYOUTS) + sorted(_CUSTOM) + ["timm:<name>"]
+    return sorted(_LAYOUTS) + _vit_names() + sorted(_CUSTOM) + ["timm:<name>"]
 
 
 def build_backbone(
@@ -65,10 +71,19 @@ def build_backbone(
     width: float = 1.0,
     cifar_stem: bool = False,
     zero_init_residual: bool = False,
+    image_size: int = 224,
+    patch_size: int = 16,
+    pool: str = "cls",
 ) -> nn.Module:
-    """Build a backbone by name: ``resnet18|34|50|101``, a registered name, or ``timm:<model>``."""
+    """Build a backbone by name: ``resnet18|34|50|101``, a ViT preset (``vit_tiny``...), a
+    registered name, or ``timm:<model>``. ResNet options (width, CIFAR stem) and ViT options
+    (image and patch size, pooling) are ignored by the other family."""
     if name in _LAYOUTS:
         return ResNet(name, width, cifar_stem, in_channels, zero_init_residual)
+    if name in _vit_names():
+        from selfsup.backbones.vit import build_vit
+
+        return build_vit(name, image_size, patch_size, in_channels, pool=pool)  # type: ignore[arg-type]
     if name.startswith("timm:"):
         return _timm_backbone(name.removeprefix("timm:"), in_channels)
     if name in _CUSTOM:

@@ -99,6 +99,12 @@ class EvalRow:
     linear_lr: float | None = None
 
 
+def linear_batch_norm(cfg: Config) -> bool:
+    """MAE's linear probe puts BatchNorm without affine before the linear layer (REFERENCE.md)."""
+    flag = cfg.eval.linear_batch_norm
+    return cfg.method == "mae" if flag is None else flag
+
+
 def evaluate_features(
     name: str,
     train: tuple[Tensor, Tensor],
@@ -130,7 +136,7 @@ def evaluate_features(
             epochs=e.linear_epochs,
             lrs=tuple(e.linear_lrs),
             val_fraction=e.val_fraction,
-            batch_norm=e.linear_batch_norm,
+            batch_norm=linear_batch_norm(cfg),
             seed=cfg.train.seed,
             device=device,
         )

@@ -171,6 +171,7 @@ class Trainer:
             self.device.type, enabled=self.autocast_dtype == torch.float16
         )
         self.step = 0  # optimiser steps completed
+        self._last_logs: dict[str, float] = {}  # the method's logs at the last logged step
 
     # -- run directory --------------------------------------------------------------------------
     @property
@@ -272,21 +273,23 @@ class Trainer:
                 epoch, start_in_epoch = divmod(self.step, self.steps_per_epoch)
                 final_loss, finite = self._train_epoch(epoch, start_in_epoch, finite)
                 epoch_done = self.step % self.steps_per_epoch == 0
-                if epoch_done and t.knn_every and (epoch + 1) % t.knn_every == 0:
-                    knn = self.online_knn()
-                    if knn is not None:
-                        self._log(
-                            {
-                                "kind": "epoch",
-                                "step": self.step,
-                                "epoch": epoch + 1,
-                                "knn_top1": knn,
-                            }
-                        )
-                        tqdm.write(
-                            f"epoch {epoch + 1}: online {self.cfg.eval.knn_k}-NN "
-                            f"top-1 {100 * knn:.2f}%"
-                        )
+                if epoch_done:
+                    record = {
+                        "kind": "epoch",
+                        "step": self.step,
+                        "epoch": epoch + 1,
+                        "loss": final_loss,
+                        **self._last_logs,
+                    }
+                    if t.knn_every and (epoch + 1) % t.knn_every == 0:
+                        knn = self.online_knn()
+                        if knn is not None:
+                            record["knn_top1"] = knn
+                            tqdm.write(
+                                f"epoch {epoch + 1}: online {self.cfg.eval.knn_k}-NN "
+                                f"top-1 {100 * knn:.2f}%"
+                            )
+                    self._log(record)
                 if (epoch_done and (epoch + 1) % t.checkpoint_every == 0) or (
                     self.step >= self.last_step
                 ):
@@ -386,7 +389,8 @@ class Trainer:
                     "lr": lr,
                     "img_per_s": window_images / max(elapsed, 1e-9),
                 }
-                record.update({k: float(v) for k, v in out.logs.items()})
+                self._last_logs = {k: float(v) for k, v in out.logs.items()}
+                record.update(self._last_logs)
                 self._log(record)
                 bar.set_postfix(
                     loss=f"{loss_value:.4f}", lr=f"{lr:.3g}", img_s=f"{record['img_per_s']:.0f}"

@@ -138,13 +138,13 @@ def _per_view(name: str, values: list[float] | None, count: int) -> list[float |
     if values is None:
         return [None] * count
     if len(values) == 1:
-        return values * count
+        return [values[0]] * count
     if len(values) != count:
         raise ValueError(
             f"views.{name} has {len(values)} values but the recipe makes {count} views; "
             f"give one value (every view) or {count}"
         )
-    return list(values)
+    return [*values]
 
 
 def apply_view_overrides(specs: list[ViewSpec], v: ViewsConfig) -> list[ViewSpec]:
@@ -228,8 +228,8 @@ def make_method(cfg: Config, in_channels: int) -> Method:
         v3 = cfg.mocov3
         return MoCoV3(
             backbone,
-            moco_v3_projector(dim, v3.proj_hidden_dim, v3.proj_out_dim),
-            moco_v3_predictor(v3.proj_out_dim, v3.pred_hidden_dim),
+            moco_v3_projector(dim, v3.proj_hidden_dim, v3.proj_out_dim, v3.proj_num_layers),
+            moco_v3_predictor(v3.proj_out_dim, v3.pred_hidden_dim, v3.pred_last_batch_norm),
             recipe,
             temperature=v3.temperature,
             momentum_base=v3.momentum_base,

@@ -124,9 +124,13 @@ class MoCoV3Config:
         1.0, "contrastive temperature: 1.0 (ResNet) / 0.2 (ViT) in the official code"
     )
     momentum_base: float = _f(0.99, "target momentum at step 0, cosine to 1 at the end")
-    proj_hidden_dim: int = _f(4096, "hidden width of the 3-layer projector")
+    proj_hidden_dim: int = _f(4096, "hidden width of the projector")
+    proj_num_layers: int = _f(2, "projector layers: 2 (official ResNet recipe) or 3 (ViT recipe)")
     proj_out_dim: int = _f(256, "output dimension of projector and predictor")
     pred_hidden_dim: int = _f(4096, "hidden width of the 2-layer predictor")
+    pred_last_batch_norm: bool = _f(
+        False, "BN (no affine) after the predictor: false ResNet, true ViT"
+    )
     gather_distributed: bool = _f(True, "keys from all processes as negatives")
 
 

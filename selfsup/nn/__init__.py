@@ -1,26 +1,49 @@
-"""Building blocks shared by the methods: losses, heads and distributed helpers."""
+"""Building blocks shared by the methods: losses, heads, EMA targets, queues, distributed helpers."""
 
+from selfsup.nn.batchnorm import SplitBatchNorm2d, convert_to_split_batchnorm
 from selfsup.nn.distributed import (
     all_reduce_mean,
     gather_no_grad,
     gather_with_grad,
     is_distributed,
     rank,
+    shuffle_batch,
+    unshuffle_batch,
     world_size,
 )
+from selfsup.nn.ema import EMAUpdater, cosine_momentum, ema_update_, make_target
 from selfsup.nn.heads import ScaleOnlyBatchNorm1d, mlp, simclr_projector
-from selfsup.nn.losses import NTXentLoss, nt_xent_loss
+from selfsup.nn.losses import (
+    NTXentLoss,
+    byol_loss,
+    infonce_queue_loss,
+    moco_v3_loss,
+    nt_xent_loss,
+)
+from selfsup.nn.queue import MemoryQueue
 
 __all__ = [
+    "EMAUpdater",
+    "MemoryQueue",
     "NTXentLoss",
     "ScaleOnlyBatchNorm1d",
+    "SplitBatchNorm2d",
     "all_reduce_mean",
+    "byol_loss",
+    "convert_to_split_batchnorm",
+    "cosine_momentum",
+    "ema_update_",
     "gather_no_grad",
     "gather_with_grad",
+    "infonce_queue_loss",
     "is_distributed",
+    "make_target",
     "mlp",
+    "moco_v3_loss",
     "nt_xent_loss",
     "rank",
+    "shuffle_batch",
     "simclr_projector",
+    "unshuffle_batch",
     "world_size",
 ]

@@ -22,6 +22,8 @@ __all__ = [
     "gather_with_grad",
     "is_distributed",
     "rank",
+    "shuffle_batch",
+    "unshuffle_batch",
     "world_size",
 ]
 
@@ -114,3 +116,84 @@ def all_reduce_mean(x: Tensor) -> Tensor:
     out = x.detach().clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out.div_(world_size())
+
+
+def _gather(x: Tensor) -> Tensor:
+    """All-gather along dim 0, with gradient when ``x`` needs one (and grad mode is on)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return gather_with_grad(x)
+    return gather_no_grad(x)
+
+
+def shuffle_batch(x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """Randomly permute the samples of the (global) batch: MoCo's shuffle-BN.
+
+    BatchNorm statistics of a key batch normalised together with the query batch leak which
+    sample is the positive; MoCo shuffles the keys so every device normalises a random mix of
+    samples. Distributed: the batches of all W processes are gathered (``[W n, ...]``), one
+    random permutation drawn on rank 0 is broadcast, and each process gets its slice of the
+    shuffled global batch. Single process: a local random permutation.
+
+    Gradient flows back through the shuffle when ``x`` requires grad (across processes with
+    :func:`gather_with_grad`); MoCo uses it under ``torch.no_grad`` for the key encoder.
+
+    Args:
+        x: this process's batch ``[n, ...]``; every process must pass the same shape.
+        generator: draws the permutation (on its own device); the global RNG of ``x``'s device
+            when ``None``. Distributed, only rank 0's draw is used (every rank still draws, so
+            identically seeded generators stay in step).
+
+    Returns:
+        ``(shuffled, unshuffle_index)``: ``shuffled`` ``[n, ...]`` is this process's slice of
+        the permuted global batch; ``unshuffle_index`` ``[W n]`` (int64, same on every
+        process) is what :func:`unshuffle_batch` needs to restore the original order.
+
+    Example:
+        >>> x = torch.arange(6.0)
+        >>> shuffled, index = shuffle_batch(x, torch.Generator().manual_seed(0))
+        >>> torch.equal(unshuffle_batch(shuffled, index), x)
+        True
+    """
+    if x.ndim < 1 or x.shape[0] < 1:
+        raise ValueError(
+            f"shuffle_batch needs a batch [n, ...] with n >= 1, got shape {tuple(x.shape)}; "
+            "pass the stacked samples (e.g. the key view images [n, C, H, W])"
+        )
+    world = world_size()
+    total = world * x.shape[0]
+    device = generator.device if generator is not None else x.device
+    perm = torch.randperm(total, generator=generator, device=device).to(x.device)  # [W n]
+    if world > 1:
+        dist.broadcast(perm, src=0)  # every process uses rank 0's permutation
+        gathered = _gather(x)  # [W n, ...]
+        mine = perm.view(world, -1)[rank()]  # [n]: global rows this process receives
+        shuffled = gathered[mine]
+    else:
+        shuffled = x[perm]
+    return shuffled, torch.argsort(perm)
+
+
+def unshuffle_batch(x: Tensor, unshuffle_index: Tensor) -> Tensor:
+    """Undo :func:`shuffle_batch`: the rows of the original batch of this process, in order.
+
+    ``x`` ``[n, ...]`` is (a function of) this process's shuffled slice, row by row; the
+    result ``[n, ...]`` has row ``i`` equal to the output for this process's original sample
+    ``i``. Distributed, the slices are gathered again and each process takes its own rows.
+
+    Args:
+        x: per-sample outputs in shuffled order, ``[n, ...]``.
+        unshuffle_index: the second output of :func:`shuffle_batch`, ``[W n]``.
+    """
+    world = world_size()
+    if unshuffle_index.ndim != 1 or unshuffle_index.shape[0] != world * x.shape[0]:
+        raise ValueError(
+            f"unshuffle_index has shape {tuple(unshuffle_index.shape)} but the batch has "
+            f"{x.shape[0]} rows on each of {world} process(es); pass the index returned by "
+            "shuffle_batch for this same batch"
+        )
+    index = unshuffle_index.to(x.device)
+    if world == 1:
+        return x[index]
+    gathered = _gather(x)  # [W n, ...] in shuffled order
+    mine = index.view(world, -1)[rank()]  # [n]: where this process's originals sit
+    return gathered[mine]

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from selfsup.nn.distributed import gather_with_grad, rank, world_size
+from selfsup.nn.distributed import gather_no_grad, gather_with_grad, rank, world_size
 
-__all__ = ["NTXentLoss", "nt_xent_loss"]
+__all__ = ["NTXentLoss", "byol_loss", "infonce_queue_loss", "moco_v3_loss", "nt_xent_loss"]
 
 
 def _full_precision(*tensors: Tensor) -> contextlib.AbstractContextManager[None]:
@@ -141,3 +141,153 @@ class NTXentLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, gather_distributed={self.gather_distributed}"
+
+
+def _check_tau(temperature: float, hint: str) -> None:
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}; {hint}")
+
+
+def _check_pair(a: Tensor, b: Tensor, names: str) -> None:
+    if a.ndim != 2 or a.shape != b.shape:
+        raise ValueError(
+            f"expected {names} of the same shape [N, D], got {tuple(a.shape)} and "
+            f"{tuple(b.shape)}; pass one row per image, matched row by row"
+        )
+    if not (a.is_floating_point() and b.is_floating_point()):
+        raise ValueError(
+            f"{names} must be floating point, got {a.dtype} and {b.dtype}; pass the head "
+            "outputs, not labels or indices"
+        )
+
+
+def infonce_queue_loss(q: Tensor, k: Tensor, queue: Tensor, temperature: float = 0.2) -> Tensor:
+    r"""MoCo v1/v2's InfoNCE against a queue of negative keys (He et al. 2020).
+
+    With :math:`u = q / \lVert q \rVert`, :math:`v = k / \lVert k \rVert` and the queued keys
+    :math:`n_j` (unit rows):
+
+    .. math::
+
+        \ell_i = -\log \frac{\exp(u_i^\top v_i / \tau)}
+                            {\exp(u_i^\top v_i / \tau) + \sum_{j=1}^{K} \exp(u_i^\top n_j / \tau)},
+        \qquad \mathcal{L} = \frac1N \sum_i \ell_i ,
+
+    i.e. a cross-entropy over logits ``[N, 1 + K]`` whose label is 0 (the positive first).
+    One direction only, as in MoCo v2 (not symmetrised). The keys are targets: ``k`` and the
+    queue receive no gradient (the queue is a constant; ``k`` is detached here). The math runs
+    in float32 (float64 for float64 inputs) even under autocast.
+
+    Args:
+        q: queries ``[N, D]`` (the trained encoder's projections).
+        k: positive keys ``[N, D]`` (the momentum encoder's projections of the other view).
+        queue: negative keys ``[K, D]``, already L2-normalised (``MemoryQueue.keys``).
+        temperature: :math:`\tau > 0`; 0.07 MoCo v1, 0.2 MoCo v2.
+
+    Returns:
+        Scalar loss.
+
+    Example:
+        >>> q = torch.eye(3)[:1]  # one query, equal to its key and orthogonal to the queue
+        >>> value = infonce_queue_loss(q, q, torch.eye(3)[1:], temperature=1.0)
+        >>> round(value.item(), 6) == round(math.log(1 + 2 * math.exp(-1)), 6)
+        True
+    """
+    _check_tau(temperature, "MoCo uses 0.07 (v1) or 0.2 (v2)")
+    _check_pair(q, k, "queries q and keys k")
+    if queue.ndim != 2 or queue.shape[1] != q.shape[1] or not queue.is_floating_point():
+        raise ValueError(
+            f"queue must be floating point of shape [K, {q.shape[1]}] (one key per row, same "
+            f"dimension as q), got {tuple(queue.shape)} {queue.dtype}; pass MemoryQueue.keys"
+        )
+    with _full_precision(q):
+        dtype = torch.promote_types(q.dtype, torch.float32)
+        u = F.normalize(q.to(dtype), dim=1)  # [N, D]
+        v = F.normalize(k.detach().to(dtype), dim=1)  # [N, D], target: no gradient
+        negatives = queue.detach().to(dtype)  # [K, D], unit rows
+        positive = (u * v).sum(dim=1, keepdim=True)  # [N, 1]
+        logits = torch.cat([positive, u @ negatives.T], dim=1) / temperature  # [N, 1 + K]
+        labels = torch.zeros(u.shape[0], dtype=torch.long, device=u.device)  # [N]
+        return F.cross_entropy(logits, labels)
+
+
+def moco_v3_loss(
+    q: Tensor, k: Tensor, temperature: float = 0.2, gather_distributed: bool = False
+) -> Tensor:
+    r"""MoCo v3's contrastive loss :math:`\mathrm{ctr}(q, k)` (Chen, Xie, He 2021).
+
+    Queries are scored against all keys of the (global) batch; the positive of query
+    :math:`i` is key :math:`i`, the other keys are its negatives (no queue):
+
+    .. math::
+
+        \mathrm{ctr}(q, k) = 2\tau \cdot \frac1N \sum_i -\log
+            \frac{\exp(u_i^\top v_i / \tau)}{\sum_j \exp(u_i^\top v_j / \tau)} ,
+
+    with :math:`u, v` the L2-normalised ``q, k``. The factor :math:`2\tau` is the official
+    code's (it makes the loss scale insensitive to :math:`\tau`). The method sums both
+    directions, ``ctr(q1, k2) + ctr(q2, k1)``. Keys are targets: they are detached and, with
+    ``gather_distributed=True``, gathered from every process *without* gradient, giving logits
+    ``[N, N W]`` whose positives sit on the diagonal shifted by ``rank * N``. Float32 math.
+
+    Args:
+        q: queries ``[N, D]`` (predictor outputs of the base encoder).
+        k: keys ``[N, D]`` (projector outputs of the momentum encoder, other view).
+        temperature: :math:`\tau > 0`; 1.0 for ResNet and 0.2 for ViT in the official code.
+        gather_distributed: negatives from every process (no effect when not distributed).
+
+    Returns:
+        Scalar loss.
+
+    Example:
+        >>> z = torch.eye(4)  # q = k, keys mutually orthogonal
+        >>> value = moco_v3_loss(z, z, temperature=0.5)
+        >>> round(value.item(), 6) == round(2 * 0.5 * math.log(1 + 3 * math.exp(-2)), 6)
+        True
+    """
+    _check_tau(temperature, "MoCo v3 uses 1.0 for ResNet and 0.2 for ViT")
+    _check_pair(q, k, "queries q and keys k")
+    with _full_precision(q):
+        dtype = torch.promote_types(q.dtype, torch.float32)
+        u = F.normalize(q.to(dtype), dim=1)  # [N, D]
+        v = F.normalize(k.detach().to(dtype), dim=1)  # [N, D]
+        gathered = gather_distributed and world_size() > 1
+        keys = gather_no_grad(v) if gathered else v  # [N W, D], rank r holds rows r*N...
+        offset = u.shape[0] * rank() if gathered else 0
+        logits = u @ keys.T / temperature  # [N, N W]
+        labels = offset + torch.arange(u.shape[0], device=u.device)  # [N]
+        return F.cross_entropy(logits, labels) * (2 * temperature)
+
+
+def byol_loss(p: Tensor, z: Tensor) -> Tensor:
+    r"""BYOL's regression loss: :math:`2 - 2 \cos(p, \mathrm{sg}(z))`, mean over the batch.
+
+    .. math::
+
+        \mathcal{L} = \frac1N \sum_i \Bigl\lVert \frac{p_i}{\lVert p_i \rVert}
+                       - \frac{z_i}{\lVert z_i \rVert} \Bigr\rVert_2^2
+                     = \frac1N \sum_i \bigl(2 - 2 \cos(p_i, z_i)\bigr),
+
+    in :math:`[0, 4]`: 0 when the prediction points along the target, 4 when opposite.
+    ``z`` (the target network's projection) is detached here: stop-gradient is part of the
+    loss, not something the caller can forget. BYOL symmetrises by swapping the views and
+    adding the two losses. Float32 math.
+
+    Args:
+        p: online predictions ``[N, D]``.
+        z: target projections ``[N, D]`` of the other view.
+
+    Returns:
+        Scalar loss.
+
+    Example:
+        >>> p = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+        >>> byol_loss(p, 3 * p).item(), byol_loss(p, -p).item()
+        (0.0, 4.0)
+    """
+    _check_pair(p, z, "predictions p and target projections z")
+    with _full_precision(p):
+        dtype = torch.promote_types(p.dtype, torch.float32)
+        u = F.normalize(p.to(dtype), dim=1)  # [N, D]
+        v = F.normalize(z.detach().to(dtype), dim=1)  # [N, D], stop-gradient
+        return (2 - 2 * (u * v).sum(dim=1)).mean()

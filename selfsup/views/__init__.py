@@ -8,8 +8,20 @@ from selfsup.views.recipes import (
     EvalTransform,
     MultiViewTransform,
     ViewSpec,
+    byol_views,
+    mae_view,
+    moco_v2_view,
     simclr_small_view,
     simclr_view,
 )
 
-__all__ = ["EvalTransform", "MultiViewTransform", "ViewSpec", "simclr_small_view", "simclr_view"]
+__all__ = [
+    "EvalTransform",
+    "MultiViewTransform",
+    "ViewSpec",
+    "byol_views",
+    "mae_view",
+    "moco_v2_view",
+    "simclr_small_view",
+    "simclr_view",
+]

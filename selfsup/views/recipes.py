@@ -8,6 +8,7 @@ flip, colour jitter, grayscale, blur, solarize, normalise.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,9 @@ __all__ = [
     "EvalTransform",
     "MultiViewTransform",
     "ViewSpec",
+    "byol_views",
+    "mae_view",
+    "moco_v2_view",
     "simclr_small_view",
     "simclr_view",
 ]
@@ -168,6 +172,102 @@ def simclr_view(
 def simclr_small_view(size: int = 32) -> ViewSpec:
     """SimCLR view for small images (CIFAR, Fashion-MNIST): colour strength 0.5, no blur."""
     return simclr_view(size=size, color_strength=0.5, blur=False)
+
+
+def byol_views(size: int = 224, crop_scale: tuple[float, float] = (0.08, 1.0)) -> list[ViewSpec]:
+    """BYOL's asymmetric pair of views (Grill et al. 2020, Table 6; official ``augmentations.py``).
+
+    Both views: RandomResizedCrop(``crop_scale``, aspect 3/4-4/3), flip 0.5, colour jitter
+    (brightness 0.4, contrast 0.4, saturation 0.2, hue 0.1) with p 0.8 in random order,
+    grayscale 0.2, Gaussian blur with sigma U(0.1, 2) and a kernel of ~10% of ``size``.
+    They differ in two probabilities only:
+
+    ====================  ========  ========
+    op                    view 1    view 2
+    ====================  ========  ========
+    Gaussian blur         1.0       0.1
+    solarize (x >= 0.5)   0.0       0.2
+    ====================  ========  ========
+
+    Differences from the reference: bilinear resizing without antialiasing (the official
+    code resizes bicubically); ops run in the order of :class:`MultiViewTransform`, which is
+    BYOL's order.
+
+    Example:
+        >>> first, second = byol_views(32)
+        >>> (first.blur_p, first.solarize_p), (second.blur_p, second.solarize_p)
+        ((1.0, 0.0), (0.1, 0.2))
+    """
+    common = ViewSpec(
+        size=size,
+        crop_scale=crop_scale,
+        brightness=0.4,
+        contrast=0.4,
+        saturation=0.2,
+        hue=0.1,
+        blur_p=1.0,
+        solarize_p=0.0,
+    )
+    return [common, dataclasses.replace(common, blur_p=0.1, solarize_p=0.2)]
+
+
+def moco_v2_view(size: int = 224) -> ViewSpec:
+    """MoCo v2's view (Chen et al. 2020, "Improved baselines"; official ``main_moco.py --aug-plus``).
+
+    RandomResizedCrop(area 0.2-1, aspect 3/4-4/3), colour jitter (0.4, 0.4, 0.4, 0.1) with
+    p 0.8, grayscale 0.2, Gaussian blur p 0.5 with sigma U(0.1, 2), flip 0.5. Both views of a
+    pair use it.
+
+    Differences from the reference: the official blur is PIL's ``GaussianBlur(radius=sigma)``,
+    whose support grows with sigma; here the kernel side is fixed at ~10% of ``size`` (23 px
+    at 224, wider than 3 sigma for every sigma drawn). Resizing is bilinear without
+    antialiasing.
+
+    Example:
+        >>> moco_v2_view(32).crop_scale
+        (0.2, 1.0)
+    """
+    return ViewSpec(
+        size=size,
+        crop_scale=(0.2, 1.0),
+        brightness=0.4,
+        contrast=0.4,
+        saturation=0.4,
+        hue=0.1,
+        jitter_p=0.8,
+        gray_p=0.2,
+        blur_p=0.5,
+        solarize_p=0.0,
+    )
+
+
+def mae_view(size: int = 224) -> ViewSpec:
+    """MAE's view (He et al. 2021; official ``main_pretrain.py``): crop and flip, nothing else.
+
+    RandomResizedCrop(area 0.2-1, aspect 3/4-4/3) + horizontal flip 0.5; no colour jitter, no
+    grayscale, no blur, no solarize (the paper reports that colour jitter hurts MAE).
+
+    Differences from the reference: bilinear resizing without antialiasing (the official
+    code resizes bicubically).
+
+    Example:
+        >>> spec = mae_view(32)
+        >>> spec.jitter_p, spec.gray_p, spec.blur_p, spec.solarize_p
+        (0.0, 0.0, 0.0, 0.0)
+    """
+    return ViewSpec(
+        size=size,
+        crop_scale=(0.2, 1.0),
+        flip_p=0.5,
+        jitter_p=0.0,
+        brightness=0.0,
+        contrast=0.0,
+        saturation=0.0,
+        hue=0.0,
+        gray_p=0.0,
+        blur_p=0.0,
+        solarize_p=0.0,
+    )
 
 
 def _to_float(images: Tensor) -> Tensor:

@@ -20,7 +20,10 @@ from selfsup.nn import (
     gather_no_grad,
     gather_with_grad,
     is_distributed,
+    moco_v3_loss,
     rank,
+    shuffle_batch,
+    unshuffle_batch,
     world_size,
 )
 
@@ -35,7 +38,13 @@ def shared_inputs() -> dict[str, torch.Tensor]:
         "x": torch.randn(WORLD * N_LOCAL, 4, generator=g, dtype=torch.float64),
         "z_a": torch.randn(WORLD * N_LOCAL, 5, generator=g, dtype=torch.float64),
         "z_b": torch.randn(WORLD * N_LOCAL, 5, generator=g, dtype=torch.float64),
+        "images": torch.randn(WORLD * N_LOCAL, 2, 3, generator=g, dtype=torch.float64),
+        "q": torch.randn(WORLD * N_LOCAL, 5, generator=g, dtype=torch.float64),
+        "k": torch.randn(WORLD * N_LOCAL, 5, generator=g, dtype=torch.float64),
     }
+
+
+SHUFFLE_SEED = 100  # rank r seeds its generator with SHUFFLE_SEED + r
 
 
 def weights_for(r: int) -> torch.Tensor:
@@ -79,6 +88,26 @@ def _worker(local_rank: int, init_file: str, out_dir: str) -> None:
         out["loss"] = loss.detach()
         out["z_a_grad"], out["z_b_grad"] = z_a.grad, z_b.grad
         out["local_loss"] = NTXentLoss(temperature=0.5)(z_a.detach(), z_b.detach())
+
+        # Shuffle-BN: rank-dependent generators, so only rank 0's broadcast keeps ranks agreeing.
+        images = inputs["images"][rows].clone().requires_grad_()
+        g = torch.Generator().manual_seed(SHUFFLE_SEED + local_rank)
+        shuffled, unshuffle_index = shuffle_batch(images, generator=g)
+        restored = unshuffle_batch(shuffled * 2, unshuffle_index)
+        (restored * weights_for(local_rank)[rows].view(N_LOCAL, 2, 2)[..., :1]).sum().backward()
+        out["shuffled"] = shuffled.detach()
+        out["unshuffle_index"] = unshuffle_index
+        out["restored"] = restored.detach()
+        out["images_grad"] = images.grad
+        with torch.no_grad():  # how MoCo calls it: keys without gradient
+            shuffled_ng, index_ng = shuffle_batch(images)
+            out["no_grad_restored"] = unshuffle_batch(shuffled_ng, index_ng)
+
+        q = inputs["q"][rows].clone().requires_grad_()
+        k = inputs["k"][rows].clone().requires_grad_()
+        ctr = moco_v3_loss(q, k, temperature=0.2, gather_distributed=True)
+        ctr.backward()
+        out["ctr"], out["q_grad"], out["k_grad"] = ctr.detach(), q.grad, k.grad
         torch.save(out, Path(out_dir) / f"rank{local_rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -153,3 +182,72 @@ def test_gathered_nt_xent_equals_global_batch_loss(results: list[dict[str, Any]]
         torch.testing.assert_close(out["z_b_grad"] / WORLD, z_b.grad[rows])
         # Gathering changes the loss: negatives from the other process count.
         assert not torch.allclose(out["loss"], out["local_loss"])
+
+
+def test_shuffle_round_trip_single_process() -> None:
+    x = torch.randn(7, 3, 2, requires_grad=True)
+    g = torch.Generator().manual_seed(0)
+    shuffled, index = shuffle_batch(x, generator=g)
+    perm = torch.argsort(index)  # shuffled[i] = x[perm[i]]
+    assert sorted(perm.tolist()) == list(range(7)) and index.dtype == torch.long
+    assert not torch.equal(perm, torch.arange(7))  # a real shuffle (seeded: fixed)
+    torch.testing.assert_close(shuffled, x[perm])
+    restored = unshuffle_batch(shuffled, index)
+    assert torch.equal(restored, x)
+    # Same generator seed, same permutation; gradient flows back through the round trip.
+    again, _ = shuffle_batch(x, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again, shuffled)
+    weights = torch.randn(7, 3, 2)
+    (restored * weights).sum().backward()
+    assert x.grad is not None
+    torch.testing.assert_close(x.grad, weights)
+    with pytest.raises(ValueError, match="pass the index returned by shuffle_batch"):
+        unshuffle_batch(shuffled[:5], index)
+    with pytest.raises(ValueError, match="n >= 1"):
+        shuffle_batch(torch.zeros(0, 3))
+
+
+def test_shuffle_uses_rank0_permutation_across_processes(results: list[dict[str, Any]]) -> None:
+    images = shared_inputs()["images"]
+    index = results[0]["unshuffle_index"]
+    for out in results:  # every process holds the same index
+        assert torch.equal(out["unshuffle_index"], index)
+    # It is rank 0's draw (rank 1's generator was seeded differently).
+    expected_perm = torch.randperm(
+        WORLD * N_LOCAL, generator=torch.Generator().manual_seed(SHUFFLE_SEED)
+    )
+    assert torch.equal(torch.argsort(index), expected_perm)
+    # The slices of all processes form the globally permuted batch, in rank order...
+    shuffled_global = torch.cat([out["shuffled"] for out in results])
+    torch.testing.assert_close(shuffled_global, images[expected_perm])
+    # ...so samples really move between processes, and the round trip restores each slice.
+    assert not torch.equal(results[0]["shuffled"], images[:N_LOCAL])
+    for r, out in enumerate(results):
+        rows = slice(r * N_LOCAL, (r + 1) * N_LOCAL)
+        torch.testing.assert_close(out["restored"], 2 * images[rows])
+        torch.testing.assert_close(out["no_grad_restored"], images[rows])
+
+
+def test_shuffle_gradient_routed_back_to_the_owner(results: list[dict[str, Any]]) -> None:
+    # loss_r = sum(2 * x_r * w_r) after the round trip: d loss / d x_r = 2 w_r on process r,
+    # although the rows travelled through the other process.
+    for r, out in enumerate(results):
+        rows = slice(r * N_LOCAL, (r + 1) * N_LOCAL)
+        w = weights_for(r)[rows].view(N_LOCAL, 2, 2)[..., :1].expand(N_LOCAL, 2, 3)
+        torch.testing.assert_close(out["images_grad"], 2 * w)
+
+
+def test_gathered_moco_v3_equals_global_batch_loss(results: list[dict[str, Any]]) -> None:
+    inputs = shared_inputs()
+    q = inputs["q"].clone().requires_grad_()
+    loss = moco_v3_loss(q, inputs["k"], temperature=0.2)
+    loss.backward()
+    assert q.grad is not None
+    torch.testing.assert_close(sum(out["ctr"] for out in results) / WORLD, loss.detach())
+    for r, out in enumerate(results):
+        rows = slice(r * N_LOCAL, (r + 1) * N_LOCAL)
+        # Keys are constants: each process's query gradient is its own, WORLD x the global.
+        torch.testing.assert_close(out["q_grad"] / WORLD, q.grad[rows])
+        assert out["k_grad"] is None
+        local = moco_v3_loss(inputs["q"][rows], inputs["k"][rows], temperature=0.2)
+        assert not torch.allclose(out["ctr"], local)  # the other process's keys counted

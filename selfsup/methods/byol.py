@@ -1,0 +1,183 @@
+r"""BYOL: Bootstrap Your Own Latent (Grill et al., 2020).
+
+Two views :math:`v, v'` of each image. The *online* network (backbone :math:`f_\theta`,
+projector :math:`g_\theta`, predictor :math:`q_\theta`) predicts the *target* network's
+projection of the other view; the target (:math:`f_\xi, g_\xi`) receives no gradient and
+follows the online parameters by an exponential moving average:
+
+.. math::
+
+    z = g_\theta(f_\theta(v)), \quad p = q_\theta(z), \quad
+    z'_\xi = g_\xi(f_\xi(v')), \qquad
+    \ell(p, z'_\xi) = 2 - 2\, \frac{\langle p, z'_\xi \rangle}
+                                  {\lVert p \rVert_2\, \lVert z'_\xi \rVert_2}
+
+.. math::
+
+    L = \ell(p_1, \mathrm{sg}(z'_{\xi,2})) + \ell(p_2, \mathrm{sg}(z'_{\xi,1}))
+    \quad \text{(batch means)}, \qquad
+    \xi \leftarrow \tau_k\, \xi + (1 - \tau_k)\, \theta,
+    \quad \tau_k = 1 - (1 - \tau_{base})\, \frac{\cos(\pi k / K) + 1}{2}.
+
+Only parameters are averaged; the target keeps its own BatchNorm running statistics, computed
+from the batches it sees. Collapse (a constant output) is avoided by the predictor, the
+stop-gradient and the slow target together: with ``predictor=nn.Identity()`` and
+:math:`\tau = 0` the projections go constant (tested).
+
+Differences from the reference:
+    * The momentum after the optimiser step with 0-based index ``k`` is :math:`\tau_{k+1}`
+      (``k + 1`` steps done), so the last update uses exactly :math:`\tau_K = 1`; the official
+      code uses :math:`\tau_k` and stops one step short of 1. The two schedules differ by
+      one step out of :math:`K`.
+    * Hidden Linear layers of the projector and predictor have no bias: the BatchNorm after
+      them subtracts the batch mean, which cancels a bias (the official heads keep one).
+    * Weights are initialised with PyTorch's defaults, not the official truncated normal.
+    * The official code's online linear classifier is not part of the method; evaluation
+      runs on the exported encoder (k-NN, linear probe).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, cast
+
+import torch
+from torch import Tensor, nn
+
+from selfsup.methods.base import Method, Progress, StepOutput, embedding_std
+from selfsup.nn.ema import EMAUpdater, cosine_momentum, make_target
+from selfsup.nn.heads import mlp
+from selfsup.nn.losses import byol_loss
+from selfsup.views import MultiViewTransform
+
+__all__ = ["BYOL", "byol_predictor", "byol_projector"]
+
+MOMENTUM_SCHEDULES = ("cosine", "constant")
+
+
+def byol_projector(feature_dim: int, hidden_dim: int = 4096, out_dim: int = 256) -> nn.Sequential:
+    """BYOL projector :math:`g`: ``Linear(feature_dim, hidden) - BN - ReLU - Linear(hidden, out)``.
+
+    Encoder features ``[B, feature_dim]`` -> projections ``[B, out_dim]`` (4096 and 256 in the
+    paper).
+
+    Example:
+        >>> byol_projector(512, 64, 16)(torch.randn(4, 512)).shape
+        torch.Size([4, 16])
+    """
+    return mlp(feature_dim, hidden_dim, out_dim, num_layers=2, batch_norm=True)
+
+
+def byol_predictor(dim: int = 256, hidden_dim: int = 4096) -> nn.Sequential:
+    """BYOL predictor :math:`q`: ``Linear(dim, hidden) - BN - ReLU - Linear(hidden, dim)``.
+
+    Same layout as the projector, from the projection dimension back to itself.
+
+    Example:
+        >>> [type(m).__name__ for m in byol_predictor(16, 64)]
+        ['Linear', 'BatchNorm1d', 'ReLU', 'Linear']
+    """
+    return mlp(dim, hidden_dim, dim, num_layers=2, batch_norm=True)
+
+
+class BYOL(Method):
+    r"""BYOL = online backbone + projector + predictor, EMA target backbone + projector.
+
+    Args:
+        backbone: the online encoder :math:`f_\theta` (``encoder`` for evaluation).
+        projector: :math:`g_\theta`, features ``[B, F]`` -> projections ``[B, D]``.
+        predictor: :math:`q_\theta`, ``[B, D]`` -> ``[B, D]``; ``nn.Identity()`` for the
+            no-predictor ablation.
+        view_recipe: two views per image (:func:`selfsup.views.byol_views`).
+        momentum_base: :math:`\tau_{base} \in [0, 1]`; 0.996 for 1000 epochs, 0.99 for 300
+            (paper). 1 freezes the target, 0 copies the online network every step.
+        momentum_schedule: ``"cosine"`` raises :math:`\tau` from ``momentum_base`` to 1 over
+            the run (paper); ``"constant"`` keeps ``momentum_base``.
+
+    Logs ``embedding_std`` (of the online projections; ~``1/sqrt(D)`` when healthy, 0 when
+    collapsed) and ``target_momentum`` (the momentum of the latest EMA update,
+    ``momentum_base`` before the first).
+
+    Example:
+        >>> from selfsup.views import byol_views
+        >>> backbone = nn.Sequential(nn.Flatten(), nn.Linear(64, 32))
+        >>> recipe = MultiViewTransform(byol_views(8), mean=[0.5], std=[0.25])
+        >>> method = BYOL(backbone, byol_projector(32, 64, 16), byol_predictor(16, 64), recipe)
+        >>> views = method.make_views(torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8))
+        >>> out = method.training_step(views)
+        >>> out.loss.shape, out.embeddings.shape
+        (torch.Size([]), torch.Size([8, 16]))
+        >>> method.after_step(Progress(step=0, total_steps=10, epoch=0, steps_per_epoch=10))
+    """
+
+    name = "byol"
+    target_momentum: Tensor  # registered buffer, 0-d
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        projector: nn.Module,
+        predictor: nn.Module,
+        view_recipe: MultiViewTransform,
+        momentum_base: float = 0.99,
+        momentum_schedule: Literal["cosine", "constant"] = "cosine",
+    ) -> None:
+        super().__init__(backbone, view_recipe)
+        if view_recipe.num_views != 2:
+            raise ValueError(
+                f"BYOL uses exactly 2 views, the recipe makes {view_recipe.num_views}; "
+                "build it from selfsup.views.byol_views(size)"
+            )
+        if not (math.isfinite(momentum_base) and 0.0 <= momentum_base <= 1.0):
+            raise ValueError(
+                f"momentum_base must be in [0, 1], got {momentum_base}; BYOL uses 0.996 "
+                "(1000 epochs) or 0.99 (300 epochs, and shorter runs)"
+            )
+        if momentum_schedule not in MOMENTUM_SCHEDULES:
+            raise ValueError(
+                f"momentum_schedule must be one of {MOMENTUM_SCHEDULES}, got "
+                f"{momentum_schedule!r}; 'cosine' is the paper's schedule"
+            )
+        self.projector = projector
+        self.predictor = predictor
+        self.momentum_base = float(momentum_base)
+        self.momentum_schedule = momentum_schedule
+        online = nn.Sequential(backbone, projector)  # a view of the online modules, not stored
+        # target[0] = f_xi, target[1] = g_xi: no gradient, updated by after_step only.
+        self.target = cast(nn.Sequential, make_target(online))
+        # Pairs target and online tensors by name once; looks them up at each update, so it
+        # stays valid after .to(device). Not a module: the target holds the state.
+        self._ema = EMAUpdater(self.target, online, buffers="keep")
+        # The momentum of the latest EMA update, kept on the device for logging.
+        self.register_buffer("target_momentum", torch.tensor(self.momentum_base))
+
+    def momentum_at(self, progress: Progress) -> float:
+        r""":math:`\tau` of the EMA update after the step ``progress.step`` (``k + 1`` steps done)."""
+        if self.momentum_schedule == "constant":
+            return self.momentum_base
+        return cosine_momentum(self.momentum_base, progress.step + 1, progress.total_steps)
+
+    def training_step(self, views: list[Tensor]) -> StepOutput:
+        x1, x2 = views  # [N, C, H, W] each
+        # Each view is its own forward pass, as in the official code: BatchNorm statistics
+        # are per view, in the online and in the target network.
+        z1 = self.projector(self.backbone(x1))  # [N, D]
+        z2 = self.projector(self.backbone(x2))  # [N, D]
+        p1, p2 = self.predictor(z1), self.predictor(z2)  # [N, D]
+        with torch.no_grad():  # stop-gradient: the target only provides regression targets
+            t1 = self.target(x1)  # [N, D]
+            t2 = self.target(x2)  # [N, D]
+        loss = byol_loss(p1, t2) + byol_loss(p2, t1)
+        z = torch.cat([z1, z2]).detach()  # [2N, D]
+        logs = {
+            "embedding_std": embedding_std(z),
+            "target_momentum": self.target_momentum.detach().clone(),
+        }
+        return StepOutput(loss, logs, z)
+
+    def after_step(self, progress: Progress) -> None:
+        r"""EMA of the online backbone and projector into the target: :math:`\xi \leftarrow
+        \tau \xi + (1 - \tau) \theta` (parameters only; the target keeps its BN statistics)."""
+        momentum = self.momentum_at(progress)
+        self._ema.update(momentum)
+        self.target_momentum.fill_(momentum)

@@ -1,0 +1,305 @@
+r"""Exponential moving averages of a network: the target / key / teacher of the momentum family.
+
+MoCo's key encoder, BYOL's target and DINO's teacher are all the same object: a copy of the
+online network that receives no gradient and follows it by an exponential moving average of
+the *parameters* after every optimiser step,
+
+.. math::
+
+    \theta_t \leftarrow m\, \theta_t + (1 - m)\, \theta_o ,
+
+with a momentum :math:`m` close to 1 (0.999 MoCo v2, 0.99 -> 1 MoCo v3, 0.996 -> 1 BYOL and
+DINO, see :func:`cosine_momentum`). The update is one fused ``torch._foreach_*`` call over all
+parameter tensors, and never reads a value back to the host.
+
+What happens to *buffers* (BatchNorm running statistics) differs between methods and is an
+explicit choice (``buffers=``): the official BYOL and MoCo code let the target keep its own
+statistics, computed from the batches it sees (``"keep"``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["EMAUpdater", "cosine_momentum", "ema_update_", "make_target"]
+
+BufferPolicy = Literal["keep", "copy", "ema"]
+_BUFFER_POLICIES = ("keep", "copy", "ema")
+
+
+def cosine_momentum(base: float, step: int, total_steps: int) -> float:
+    r"""EMA momentum rising from ``base`` to 1 on a half cosine (BYOL, MoCo v3, DINO).
+
+    .. math::
+
+        m_k = 1 - (1 - m_0)\, \frac{\cos(\pi k / K) + 1}{2},
+
+    so :math:`m_0` = ``base`` at step :math:`k = 0` and :math:`m_K = 1` at :math:`k = K` =
+    ``total_steps``. BYOL's :math:`\tau_k` with :math:`\tau_{base} = 0.996`.
+
+    Args:
+        base: momentum at step 0, in ``[0, 1]``.
+        step: global step :math:`k`, ``0 <= step <= total_steps``.
+        total_steps: :math:`K \ge 1`, the number of optimiser steps of the run.
+
+    Returns:
+        The momentum :math:`m_k` (a Python float: schedules are host-side numbers).
+
+    Example:
+        >>> cosine_momentum(0.996, 0, 100), cosine_momentum(0.996, 100, 100)
+        (0.996, 1.0)
+        >>> round(cosine_momentum(0.99, 50, 100), 6)  # half-way: (base + 1) / 2
+        0.995
+    """
+    if not (math.isfinite(base) and 0.0 <= base <= 1.0):
+        raise ValueError(
+            f"base momentum must be in [0, 1], got {base}; EMA targets use values close to 1 "
+            "(0.996 BYOL/DINO, 0.99 MoCo v3)"
+        )
+    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+        raise ValueError(
+            f"total_steps must be a positive integer, got {total_steps!r}; pass the number of "
+            "optimiser steps of the run (epochs * steps_per_epoch)"
+        )
+    if not 0 <= step <= total_steps:
+        raise ValueError(
+            f"step must be in [0, total_steps] = [0, {total_steps}], got {step}; pass the "
+            "global optimiser step (Progress.step) and the run's total_steps"
+        )
+    return 1.0 - (1.0 - base) * (math.cos(math.pi * step / total_steps) + 1.0) / 2.0
+
+
+def make_target(online: nn.Module) -> nn.Module:
+    """Deep copy of ``online`` that receives no gradient: the EMA target / key encoder.
+
+    Every parameter of the copy has ``requires_grad=False`` (so an optimiser built from
+    ``requires_grad`` parameters skips it and autograd never tracks it); buffers and the
+    train/eval mode are copied as they are. The copy starts equal to ``online``, as in MoCo,
+    BYOL and DINO.
+
+    Example:
+        >>> online = nn.Linear(3, 2)
+        >>> target = make_target(online)
+        >>> torch.equal(target.weight, online.weight), target.weight.requires_grad
+        (True, False)
+        >>> target.weight is online.weight
+        False
+    """
+    if not isinstance(online, nn.Module):
+        raise ValueError(
+            f"make_target needs an nn.Module, got {type(online).__name__}; pass the online "
+            "network (e.g. the backbone and projector in an nn.Sequential)"
+        )
+    target = copy.deepcopy(online)
+    target.requires_grad_(False)
+    return target
+
+
+def _check_policy(buffers: str) -> None:
+    if buffers not in _BUFFER_POLICIES:
+        raise ValueError(
+            f"buffers policy must be one of {_BUFFER_POLICIES}, got {buffers!r}; use 'keep' "
+            "for the official BYOL/MoCo behaviour (the target keeps its own BN statistics)"
+        )
+
+
+def _owned(
+    module: nn.Module, kind: Literal["parameter", "buffer"]
+) -> list[tuple[str, nn.Module, str]]:
+    """``(qualified name, owning module, attribute name)`` for every parameter or buffer.
+
+    Tensors shared between modules are listed once (as ``named_parameters`` does).
+    """
+    if kind == "parameter":
+        names = [name for name, _ in module.named_parameters()]
+    else:
+        names = [name for name, _ in module.named_buffers()]
+    out = []
+    for name in names:
+        owner_path, _, attr = name.rpartition(".")
+        out.append((name, module.get_submodule(owner_path), attr))
+    return out
+
+
+def _pair(
+    target: nn.Module, online: nn.Module, kind: Literal["parameter", "buffer"]
+) -> tuple[list[tuple[nn.Module, str]], list[tuple[nn.Module, str]]]:
+    """Match the target's and the online module's tensors of one kind by name, shape and dtype."""
+    t_items, o_items = _owned(target, kind), _owned(online, kind)
+    t_names = [name for name, _, _ in t_items]
+    o_names = [name for name, _, _ in o_items]
+    if t_names != o_names:
+        only_t = sorted(set(t_names) - set(o_names))[:5]
+        only_o = sorted(set(o_names) - set(t_names))[:5]
+        raise ValueError(
+            f"target and online modules have different {kind}s (only in target: {only_t}, "
+            f"only in online: {only_o}, or a different order); build the target with "
+            "make_target(online) and pass the unwrapped modules (not a DDP wrapper on one side)"
+        )
+    for name, t_owner, t_attr in t_items:
+        t = _fetch(t_owner, t_attr, kind)
+        o = _fetch(online.get_submodule(name.rpartition(".")[0]), t_attr, kind)
+        if t.shape != o.shape or t.dtype != o.dtype:
+            raise ValueError(
+                f"{kind} {name!r} differs between target ({tuple(t.shape)}, {t.dtype}) and "
+                f"online ({tuple(o.shape)}, {o.dtype}); the target must be a copy of the online "
+                "module with the same shapes and dtypes (make_target(online), then .to() both)"
+            )
+    return (
+        [(owner, attr) for _, owner, attr in t_items],
+        [(owner, attr) for _, owner, attr in o_items],
+    )
+
+
+def _fetch(owner: nn.Module, attr: str, kind: Literal["parameter", "buffer"]) -> Tensor:
+    tensor = owner._parameters[attr] if kind == "parameter" else owner._buffers[attr]
+    assert tensor is not None  # named_parameters / named_buffers skip None entries
+    return tensor
+
+
+def _lerp_(targets: list[Tensor], onlines: list[Tensor], momentum: float | Tensor) -> None:
+    """``t <- m t + (1 - m) o`` for every pair, fused, without a host sync."""
+    if not targets:
+        return
+    if isinstance(momentum, Tensor):
+        # A tensor momentum stays on the device: a Scalar argument would call .item().
+        torch._foreach_mul_(targets, momentum)
+        torch._foreach_add_(targets, torch._foreach_mul(onlines, 1.0 - momentum))
+    else:
+        # lerp(t, o, w) = t + w (o - t); exact at both ends: w = 0 keeps t, w = 1 gives o.
+        torch._foreach_lerp_(targets, onlines, 1.0 - momentum)
+
+
+def _check_momentum(momentum: float | Tensor) -> None:
+    if isinstance(momentum, Tensor):
+        if momentum.numel() != 1 or not momentum.is_floating_point():
+            raise ValueError(
+                f"a tensor momentum must be a floating-point scalar, got shape "
+                f"{tuple(momentum.shape)} and dtype {momentum.dtype}; pass e.g. "
+                "torch.tensor(0.996)"
+            )
+        return  # its value stays on the device: not read back to check the range
+    if not (math.isfinite(momentum) and 0.0 <= momentum <= 1.0):
+        raise ValueError(
+            f"EMA momentum must be in [0, 1], got {momentum}; 1 freezes the target, 0 copies "
+            "the online module, typical values are 0.99-0.9999"
+        )
+
+
+def _update(
+    t_params: list[Tensor],
+    o_params: list[Tensor],
+    t_bufs: list[Tensor],
+    o_bufs: list[Tensor],
+    momentum: float | Tensor,
+    buffers: BufferPolicy,
+) -> None:
+    _lerp_(t_params, o_params, momentum)
+    if buffers == "keep":
+        return
+    if buffers == "copy":
+        if t_bufs:
+            torch._foreach_copy_(t_bufs, o_bufs)
+        return
+    floating = [i for i, b in enumerate(t_bufs) if b.is_floating_point()]
+    integer = [i for i, b in enumerate(t_bufs) if not b.is_floating_point()]
+    _lerp_([t_bufs[i] for i in floating], [o_bufs[i] for i in floating], momentum)
+    if integer:  # counters (num_batches_tracked) are copied, never averaged
+        torch._foreach_copy_([t_bufs[i] for i in integer], [o_bufs[i] for i in integer])
+
+
+@torch.no_grad()
+def ema_update_(
+    target: nn.Module,
+    online: nn.Module,
+    momentum: float | Tensor,
+    buffers: BufferPolicy = "keep",
+) -> None:
+    r"""In place: :math:`\theta_t \leftarrow m\,\theta_t + (1 - m)\,\theta_o` over parameters.
+
+    One fused ``torch._foreach_lerp_`` call for a float momentum (``_foreach_mul_`` +
+    ``_foreach_add_`` for a tensor momentum, which stays on the device). Parameters are
+    matched by name; :class:`EMAUpdater` does the matching once for the training loop.
+
+    Args:
+        target: the EMA copy (e.g. from :func:`make_target`), updated in place.
+        online: the network trained by back-propagation; read only.
+        momentum: :math:`m \in [0, 1]`; 1 leaves the target unchanged, 0 copies ``online``.
+            A 0-d tensor on the parameters' device is used as it is (no host sync, no range
+            check; it costs one temporary copy of the online parameters).
+        buffers: what happens to buffers (BatchNorm running statistics):
+            ``"keep"`` the target keeps its own (BYOL and MoCo official code);
+            ``"copy"`` the target takes the online module's buffers;
+            ``"ema"`` floating-point buffers are averaged with the same momentum.
+            Integer buffers (``num_batches_tracked``) are never averaged: ``"copy"`` and
+            ``"ema"`` copy them, ``"keep"`` leaves them.
+
+    Raises:
+        ValueError: the modules' parameters (or, unless ``"keep"``, buffers) differ in names,
+            shapes or dtypes, or the momentum is outside ``[0, 1]``.
+
+    Example:
+        >>> online, target = nn.Linear(2, 2), nn.Linear(2, 2)
+        >>> ema_update_(target, online, momentum=0.0)  # m = 0 copies the online weights
+        >>> torch.equal(target.weight, online.weight)
+        True
+    """
+    EMAUpdater(target, online, buffers).update(momentum)
+
+
+class EMAUpdater:
+    r"""The EMA update of :func:`ema_update_`, with the parameter pairing done once.
+
+    The constructor checks that ``target`` and ``online`` match (names, shapes, dtypes) and
+    records which module owns each tensor; :meth:`update` then only looks the tensors up and
+    runs the fused update. Looking them up at every call (rather than caching the tensors)
+    keeps the updater valid after ``.to(device)``, which replaces buffers, and after
+    ``load_state_dict(assign=True)``, which replaces parameters.
+
+    Not an ``nn.Module`` and holds no state of its own: the target's tensors are the state,
+    checkpointed with the method that owns the target.
+
+    Example:
+        >>> online = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+        >>> target = make_target(online)
+        >>> updater = EMAUpdater(target, online, buffers="keep")
+        >>> with torch.no_grad():
+        ...     _ = online[0].weight.add_(1.0)
+        >>> updater.update(0.5)  # target moves half-way towards the online weights
+        >>> torch.allclose(target[0].weight, online[0].weight - 0.5)
+        True
+    """
+
+    def __init__(
+        self, target: nn.Module, online: nn.Module, buffers: BufferPolicy = "keep"
+    ) -> None:
+        _check_policy(buffers)
+        if target is online:
+            raise ValueError(
+                "target and online are the same module, so the EMA would do nothing; build "
+                "the target with make_target(online)"
+            )
+        self.buffers: BufferPolicy = buffers
+        self._t_params, self._o_params = _pair(target, online, "parameter")
+        self._t_bufs: list[tuple[nn.Module, str]] = []
+        self._o_bufs: list[tuple[nn.Module, str]] = []
+        if buffers != "keep":
+            self._t_bufs, self._o_bufs = _pair(target, online, "buffer")
+
+    @torch.no_grad()
+    def update(self, momentum: float | Tensor) -> None:
+        r""":math:`\theta_t \leftarrow m\,\theta_t + (1 - m)\,\theta_o` (and buffers, per policy)."""
+        _check_momentum(momentum)
+        _update(
+            [_fetch(m, a, "parameter") for m, a in self._t_params],
+            [_fetch(m, a, "parameter") for m, a in self._o_params],
+            [_fetch(m, a, "buffer") for m, a in self._t_bufs],
+            [_fetch(m, a, "buffer") for m, a in self._o_bufs],
+            momentum,
+            self.buffers,
+        )

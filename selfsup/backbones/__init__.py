@@ -1,4 +1,5 @@
-"""Backbones: torchvision-block ResNets (CIFAR stem, width multiplier), timm models, any module."""
+"""Backbones: torchvision-block ResNets (CIFAR stem, width multiplier), our ViT (masking-aware,
+sin-cos position embeddings), timm models by name, any module with ``feature_dim``."""
 
 from selfsup.backbones.registry import (
     FeatureBackbone,
@@ -9,12 +10,16 @@ from selfsup.backbones.registry import (
     register_backbone,
 )
 from selfsup.backbones.resnet import ResNet
+from selfsup.backbones.vit import VIT_PRESETS, VisionTransformer, build_vit
 
 __all__ = [
+    "VIT_PRESETS",
     "FeatureBackbone",
     "ResNet",
+    "VisionTransformer",
     "backbone_names",
     "build_backbone",
+    "build_vit",
     "count_parameters",
     "feature_dim",
     "register_backbone",

@@ -1,8 +1,24 @@
-"""SSL methods, one file each, and the registry that builds them from a config."""
+"""SSL methods, one file each, mapping to their papers."""
 
 from selfsup.methods.base import Method, Progress, StepOutput, embedding_std
+from selfsup.methods.byol import BYOL
+from selfsup.methods.mae import MAE
+from selfsup.methods.moco import MoCo, MoCoV3
 from selfsup.methods.simclr import SimCLR
 
-METHOD_CLASSES: dict[str, type[Method]] = {SimCLR.name: SimCLR}
+METHOD_CLASSES: dict[str, type[Method]] = {
+    cls.name: cls for cls in (SimCLR, MoCo, MoCoV3, BYOL, MAE)
+}
 
-__all__ = ["METHOD_CLASSES", "Method", "Progress", "SimCLR", "StepOutput", "embedding_std"]
+__all__ = [
+    "BYOL",
+    "MAE",
+    "METHOD_CLASSES",
+    "Method",
+    "MoCo",
+    "MoCoV3",
+    "Progress",
+    "SimCLR",
+    "StepOutput",
+    "embedding_std",
+]

@@ -20,6 +20,7 @@ from selfsup.nn.losses import (
     moco_v3_loss,
     nt_xent_loss,
 )
+from selfsup.nn.masking import num_kept, patchify, random_masking, unpatchify
 from selfsup.nn.queue import MemoryQueue
 
 __all__ = [
@@ -41,9 +42,13 @@ __all__ = [
     "mlp",
     "moco_v3_loss",
     "nt_xent_loss",
+    "num_kept",
+    "patchify",
+    "random_masking",
     "rank",
     "shuffle_batch",
     "simclr_projector",
+    "unpatchify",
     "unshuffle_batch",
     "world_size",
 ]

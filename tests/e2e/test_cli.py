@@ -114,3 +114,31 @@ def test_shipped_configs_are_valid():
     demo_config().validate()
     for path in sorted(Path(__file__).parents[2].joinpath("configs").glob("*.yaml")):
         Config.from_yaml(path).validate()
+
+
+def test_mae_pretrain_and_reconstruction_picture(tmp_path, capsys):
+    run = tmp_path / "mae"
+    args = [
+        *TINY,
+        "method=mae",
+        "backbone.name=vit_micro",
+        "backbone.patch_size=2",
+        "mae.decoder_dim=32",
+        "mae.decoder_depth=1",
+        "mae.decoder_heads=4",
+        "optim.name=adamw",
+        "optim.base_lr=1e-3",
+        "train.max_steps=3",
+    ]
+    assert main(["pretrain", *args, "--run-dir", str(run)]) == 0
+    assert main(["viz", "mae", str(run), "--num-images", "3"]) == 0
+    png = run / "report" / "mae_reconstructions.png"
+    assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG"
+    assert main(["viz", "mae", str(tmp_path / "nowhere")]) == 2
+
+
+@pytest.mark.parametrize("method", ["moco", "mocov3", "byol"])
+def test_momentum_methods_run_from_the_cli(method, tmp_path):
+    args = [*TINY, "train.max_steps=2", "moco.queue_size=256", "moco.split_bn=2"]
+    assert main(["pretrain", "--method", method, *args, "--run-dir", str(tmp_path / method)]) == 0
+    assert (tmp_path / method / "encoder.safetensors").is_file()

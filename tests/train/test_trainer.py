@@ -38,14 +38,35 @@ def test_lr_follows_the_precomputed_warmup_cosine_schedule(tmp_path):
     assert max(lrs) == pytest.approx(peak, rel=0.1) and lrs[0] < lrs[5]
 
 
-def test_resume_continues_the_same_run_bitwise(tmp_path):
-    straight = Trainer(tiny_config("train.epochs=2"), tmp_path / "a")
+METHOD_OVERRIDES = {
+    "simclr": [],
+    "moco": ["method=moco", "moco.queue_size=100", "moco.split_bn=2", "moco.proj_hidden_dim=32"],
+    "mocov3": ["method=mocov3", "mocov3.proj_hidden_dim=32", "mocov3.pred_hidden_dim=32"],
+    "byol": ["method=byol", "byol.proj_hidden_dim=32", "byol.pred_hidden_dim=32"],
+    "mae": [
+        "method=mae",
+        "backbone.name=vit_micro",
+        "backbone.patch_size=2",
+        "mae.decoder_dim=32",
+        "mae.decoder_depth=1",
+        "mae.decoder_heads=4",
+        "optim.name=adamw",
+        "optim.base_lr=1e-3",
+    ],
+}
+
+
+@pytest.mark.parametrize("method", sorted(METHOD_OVERRIDES))
+def test_resume_continues_the_same_run_bitwise(tmp_path, method):
+    """Queue + pointer, EMA targets, schedules and RNGs come back exactly (every method)."""
+    extra = METHOD_OVERRIDES[method]
+    straight = Trainer(tiny_config("train.epochs=2", *extra), tmp_path / "a")
     straight.fit()
 
-    first = Trainer(tiny_config("train.epochs=2", "train.max_steps=30"), tmp_path / "b")
+    first = Trainer(tiny_config("train.epochs=2", "train.max_steps=30", *extra), tmp_path / "b")
     first.fit()  # interrupted mid-epoch 2 (22 steps per epoch)
     assert first.step == 30
-    second = Trainer(tiny_config("train.epochs=2"), tmp_path / "b")
+    second = Trainer(tiny_config("train.epochs=2", *extra), tmp_path / "b")
     second.fit(resume=True)
 
     assert second.step == straight.step

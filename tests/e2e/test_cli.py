@@ -142,3 +142,21 @@ def test_momentum_methods_run_from_the_cli(method, tmp_path):
     args = [*TINY, "train.max_steps=2", "moco.queue_size=256", "moco.split_bn=2"]
     assert main(["pretrain", "--method", method, *args, "--run-dir", str(tmp_path / method)]) == 0
     assert (tmp_path / method / "encoder.safetensors").is_file()
+
+
+def test_pretrain_on_an_unlabelled_image_folder(tmp_path):
+    """Files decoded by the loader, no labels anywhere: training runs, online k-NN is skipped."""
+    folder = tmp_path / "unlabelled"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        pixels = rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{i:02d}.png")
+    run = tmp_path / "run"
+    args = [*TINY, "data.dataset=folder", f"data.data_dir={folder}", "data.image_size=12"]
+    args += ["train.batch_size=16", "train.epochs=2", "train.log_every=1"]
+    assert main(["pretrain", *args, "--run-dir", str(run)]) == 0
+    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert sum(m["kind"] == "train" for m in metrics) == 2 * (40 // 16)
+    assert not any("knn_top1" in m for m in metrics)
+    assert (run / "encoder.safetensors").is_file()

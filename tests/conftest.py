@@ -11,6 +11,25 @@ from selfsup.config import Config, apply_overrides
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 
 
+# Per-method overrides that shrink heads/decoders and fit the methods' constraints to tiny data.
+METHOD_OVERRIDES: dict[str, list[str]] = {
+    "simclr": [],
+    "moco": ["method=moco", "moco.queue_size=100", "moco.split_bn=2", "moco.proj_hidden_dim=32"],
+    "mocov3": ["method=mocov3", "mocov3.proj_hidden_dim=32", "mocov3.pred_hidden_dim=32"],
+    "byol": ["method=byol", "byol.proj_hidden_dim=32", "byol.pred_hidden_dim=32"],
+    "mae": [
+        "method=mae",
+        "backbone.name=vit_micro",
+        "backbone.patch_size=2",
+        "mae.decoder_dim=32",
+        "mae.decoder_depth=1",
+        "mae.decoder_heads=4",
+        "optim.name=adamw",
+        "optim.base_lr=1e-3",
+    ],
+}
+
+
 def tiny_config(*overrides: str) -> Config:
     """SimCLR on scikit-learn's digits (8x8, always available) with a very small ResNet."""
     cfg = apply_overrides(

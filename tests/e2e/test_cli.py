@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from selfsup.cli import demo_config, main
+from tests.conftest import METHOD_OVERRIDES
 
 TINY = [
     "data.dataset=digits",
@@ -118,18 +119,7 @@ def test_shipped_configs_are_valid():
 
 def test_mae_pretrain_and_reconstruction_picture(tmp_path, capsys):
     run = tmp_path / "mae"
-    args = [
-        *TINY,
-        "method=mae",
-        "backbone.name=vit_micro",
-        "backbone.patch_size=2",
-        "mae.decoder_dim=32",
-        "mae.decoder_depth=1",
-        "mae.decoder_heads=4",
-        "optim.name=adamw",
-        "optim.base_lr=1e-3",
-        "train.max_steps=3",
-    ]
+    args = [*TINY, *METHOD_OVERRIDES["mae"], "train.max_steps=3"]
     assert main(["pretrain", *args, "--run-dir", str(run)]) == 0
     assert main(["viz", "mae", str(run), "--num-images", "3"]) == 0
     png = run / "report" / "mae_reconstructions.png"

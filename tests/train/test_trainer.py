@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from selfsup.train.trainer import NonFiniteLossError, Trainer, resolve_precision
-from tests.conftest import tiny_config
+from tests.conftest import METHOD_OVERRIDES, tiny_config
 
 
 def _train_lines(run_dir):
@@ -36,24 +36,6 @@ def test_lr_follows_the_precomputed_warmup_cosine_schedule(tmp_path):
     assert trainer.peak_lr == pytest.approx(peak)
     assert lrs == pytest.approx([float(v) for v in trainer.lr_schedule[: len(lrs)]])
     assert max(lrs) == pytest.approx(peak, rel=0.1) and lrs[0] < lrs[5]
-
-
-METHOD_OVERRIDES = {
-    "simclr": [],
-    "moco": ["method=moco", "moco.queue_size=100", "moco.split_bn=2", "moco.proj_hidden_dim=32"],
-    "mocov3": ["method=mocov3", "mocov3.proj_hidden_dim=32", "mocov3.pred_hidden_dim=32"],
-    "byol": ["method=byol", "byol.proj_hidden_dim=32", "byol.pred_hidden_dim=32"],
-    "mae": [
-        "method=mae",
-        "backbone.name=vit_micro",
-        "backbone.patch_size=2",
-        "mae.decoder_dim=32",
-        "mae.decoder_depth=1",
-        "mae.decoder_heads=4",
-        "optim.name=adamw",
-        "optim.base_lr=1e-3",
-    ],
-}
 
 
 @pytest.mark.parametrize("method", sorted(METHOD_OVERRIDES))

@@ -19,7 +19,7 @@ from selfsup.methods import Method, SimCLR
 from selfsup.nn import simclr_projector
 from selfsup.train.optim import build_optimizer, param_groups, scaled_lr
 from selfsup.views import EvalTransform, MultiViewTransform, ViewSpec, simclr_view
-from selfsup.views.recipes import byol_views, mae_view, moco_v2_view
+from selfsup.views.recipes import byol_views, dino_views, mae_view, moco_v2_view
 
 # ImageNet statistics: the default for image folders, whose content we cannot know in advance.
 LrRule = Literal["linear", "sqrt", "none"]
@@ -38,6 +38,7 @@ def train_dataset(cfg: Config) -> ImageDataset:
         image_size=d.image_size,
         channels=d.channels,
         download=d.download,
+        strict=d.strict,
     )
     if d.subset is not None and d.subset < len(dataset):
         if not isinstance(dataset, TensorImageDataset):
@@ -147,20 +148,26 @@ def _per_view(name: str, values: list[float] | None, count: int) -> list[float |
     return [*values]
 
 
-def apply_view_overrides(specs: list[ViewSpec], v: ViewsConfig) -> list[ViewSpec]:
-    """The method's recipe with the user's ``views.*`` settings applied (null keeps the recipe)."""
+def apply_view_overrides(
+    specs: list[ViewSpec], v: ViewsConfig, num_global: int | None = None
+) -> list[ViewSpec]:
+    """The method's recipe with the user's ``views.*`` settings applied (null keeps the recipe).
+
+    Sizes come from the recipe. ``views.crop_min_scale`` applies to the first ``num_global``
+    views only (default: all); DINO's local crops keep ``dino.local_crop_scale``.
+    """
     blur = _per_view("blur_p", v.blur_p, len(specs))
     solarize = _per_view("solarize_p", v.solarize_p, len(specs))
+    num_global = len(specs) if num_global is None else num_global
     out = []
-    for spec, blur_p, solarize_p in zip(specs, blur, solarize):
+    for i, (spec, blur_p, solarize_p) in enumerate(zip(specs, blur, solarize)):
         changes: dict[str, Any] = {
-            "size": v.size,
             "brightness": spec.brightness * v.color_strength,
             "contrast": spec.contrast * v.color_strength,
             "saturation": spec.saturation * v.color_strength,
             "hue": min(0.5, spec.hue * v.color_strength),
         }
-        if v.crop_min_scale is not None:
+        if v.crop_min_scale is not None and i < num_global:
             changes["crop_scale"] = (v.crop_min_scale, 1.0)
         for key in ("jitter_p", "gray_p", "flip_p"):
             if getattr(v, key) is not None:
@@ -184,6 +191,16 @@ def method_view_specs(cfg: Config) -> list[ViewSpec]:
         specs = byol_views(size)
     elif cfg.method == "mae":
         specs = [mae_view(size)]
+    elif cfg.method == "dino":
+        n = cfg.dino
+        specs = dino_views(
+            size,
+            n.local_size,
+            n.num_local_crops,
+            (n.global_crop_scale[0], n.global_crop_scale[1]),
+            (n.local_crop_scale[0], n.local_crop_scale[1]),
+        )
+        return apply_view_overrides(specs, cfg.views, num_global=2)
     else:
         raise ValueError(f"no view recipe for method {cfg.method!r}")
     return apply_view_overrides(specs, cfg.views)
@@ -265,6 +282,31 @@ def make_method(cfg: Config, in_channels: int) -> Method:
             decoder_depth=a.decoder_depth,
             decoder_heads=a.decoder_heads,
             norm_pix_loss=a.norm_pix_loss,
+        )
+    if cfg.method == "dino":
+        from selfsup.methods.dino import DINO
+        from selfsup.nn.heads import DINOHead
+
+        n = cfg.dino
+        head = DINOHead(
+            dim,
+            n.out_dim,
+            n.hidden_dim,
+            n.bottleneck_dim,
+            batch_norm=n.head_batch_norm,
+            norm_last_layer=n.norm_last_layer,
+        )
+        return DINO(
+            backbone,
+            head,
+            recipe,
+            student_temperature=n.student_temperature,
+            teacher_temperature=n.teacher_temperature,
+            warmup_teacher_temperature=n.warmup_teacher_temperature,
+            teacher_temperature_warmup=n.teacher_temperature_warmup,
+            center_momentum=n.center_momentum,
+            momentum_base=n.momentum_base,
+            freeze_last_layer_epochs=n.freeze_last_layer_epochs,
         )
     raise ValueError(f"unknown method {cfg.method!r}")
 

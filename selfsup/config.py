@@ -29,7 +29,7 @@ def _f(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
-METHODS = ("simclr", "moco", "mocov3", "byol", "mae")
+METHODS = ("simclr", "moco", "mocov3", "byol", "mae", "dino")
 DATASET_NAMES = ("fashion_mnist", "mnist", "cifar10", "cifar100", "digits", "folder", "filelist")
 
 
@@ -54,6 +54,10 @@ class DataConfig:
         None, "pre-train on a fixed random subset of this many training images (quick runs)"
     )
     num_workers: int = _f(0, "DataLoader workers decoding image files (in-memory sets need none)")
+    strict: bool = _f(
+        False,
+        "fail on the first unreadable image file; default skips it and warns with the file names",
+    )
 
 
 @dataclass
@@ -156,6 +160,35 @@ class MAEConfig:
 
 
 @dataclass
+class DINOConfig:
+    """DINO (Caron et al. 2021). The paper's optimiser settings live in ``optim``: adamw, base_lr
+    5e-4 (linear rule), weight_decay 0.04 -> final_weight_decay 0.4, clip_grad 3.0 per_tensor."""
+
+    out_dim: int = _f(65536, "prototypes K of the head's last layer (65536 paper; 4096 small data)")
+    hidden_dim: int = _f(2048, "hidden width of the head's 3-layer MLP")
+    bottleneck_dim: int = _f(256, "bottleneck before the weight-normalised last layer")
+    head_batch_norm: bool = _f(False, "BatchNorm in the head's MLP (off in the paper)")
+    norm_last_layer: bool = _f(True, "freeze the last layer's weight-norm gain at 1 (paper)")
+    num_local_crops: int = _f(8, "local crops N besides the 2 global ones (8 code, 10 paper)")
+    local_size: int = _f(96, "side of the local crops in pixels (96 for 224 px globals)")
+    global_crop_scale: list[float] = _f([0.4, 1.0], "area range of the global crops")
+    local_crop_scale: list[float] = _f([0.05, 0.4], "area range of the local crops")
+    student_temperature: float = _f(0.1, "student temperature tau_s > 0")
+    teacher_temperature: float = _f(
+        0.04, "teacher temperature after warm-up (0.04-0.07; above 0.07 is unstable)"
+    )
+    warmup_teacher_temperature: float = _f(0.04, "teacher temperature at step 0")
+    teacher_temperature_warmup: float = _f(
+        0.3, "fraction of the run for the linear tau_t warm-up (paper: 30 of 100 epochs)"
+    )
+    center_momentum: float = _f(0.9, "momentum of the center in [0, 1]; 1 = no centering")
+    momentum_base: float = _f(0.996, "teacher EMA momentum at step 0, cosine to 1")
+    freeze_last_layer_epochs: float = _f(
+        1.0, "epochs during which the last layer's gradients are dropped (1 in the paper)"
+    )
+
+
+@dataclass
 class OptimConfig:
     name: str = _f("lars", "lars | sgd | adamw")
     base_lr: float = _f(
@@ -170,7 +203,13 @@ class OptimConfig:
     momentum: float = _f(0.9, "momentum of SGD/LARS")
     betas: list[float] = _f([0.9, 0.999], "AdamW betas")
     lars_eta: float = _f(0.001, "LARS trust coefficient")
-    clip_grad: float | None = _f(None, "clip the global gradient norm to this value; None = off")
+    clip_grad: float | None = _f(None, "clip the gradient norm to this value; None = off")
+    clip_grad_mode: str = _f(
+        "global", "global: one norm over all gradients; per_tensor: each parameter's own (DINO)"
+    )
+    final_weight_decay: float | None = _f(
+        None, "weight decay at the end of a cosine schedule from weight_decay; None = constant"
+    )
 
 
 @dataclass
@@ -192,6 +231,15 @@ class TrainConfig:
     checkpoint_every: int = _f(1, "epochs between checkpoints (one is always written at the end)")
     checkpoint_every_steps: int = _f(0, "also checkpoint every N steps inside an epoch; 0 = off")
     progress: bool = _f(True, "show a progress bar")
+    keep_best: int = _f(
+        1,
+        "also keep the k checkpoints with the best online k-NN top-1 (lowest loss without "
+        "labels) in checkpoints/best-*.pt; 0 = keep last.pt only",
+    )
+    on_nonfinite: str = _f(
+        "stop",
+        "stop: end the run at a NaN/inf loss (last good checkpoint kept); skip: skip that step",
+    )
 
 
 @dataclass
@@ -219,6 +267,7 @@ class Config:
     mocov3: MoCoV3Config = field(default_factory=MoCoV3Config)
     byol: BYOLConfig = field(default_factory=BYOLConfig)
     mae: MAEConfig = field(default_factory=MAEConfig)
+    dino: DINOConfig = field(default_factory=DINOConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -252,14 +301,26 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass an existing YAML file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text; pass a YAML file") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(err)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data)}")
     return data
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """One line for a YAML syntax error: where and what, and how to fix it."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    context = getattr(err, "context", None)
+    detail = f" ({context})" if context else ""
+    return f"{where}{problem}{detail}; fix the indentation, colons or brackets there"
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -346,8 +407,13 @@ def set_key(cfg: Config, key: str, value: Any) -> None:
         obj = getattr(obj, part)
     name = parts[-1]
     fields = {f.name: f for f in dataclasses.fields(obj)} if dataclasses.is_dataclass(obj) else {}
-    if name not in fields or dataclasses.is_dataclass(getattr(obj, name)):
+    if name not in fields:
         raise ConfigError(_unknown_key_message(key))
+    if dataclasses.is_dataclass(getattr(obj, name)):
+        raise ConfigError(
+            f"{key} is a section, not an option; give its options, e.g. {key}.<option>=value or "
+            f"a YAML mapping '{key}: {{<option>: value}}' (`selfsup pretrain --help` lists them)"
+        )
     hints = typing.get_type_hints(type(obj))
     setattr(obj, name, _coerce(key, hints[name], value))
 
@@ -464,6 +530,19 @@ def validate(cfg: Config) -> None:
         len(o.betas) == 2 and all(0 <= x < 1 for x in o.betas), "optim.betas: two values in [0, 1)"
     )
     _require(o.clip_grad is None or o.clip_grad > 0, "optim.clip_grad must be > 0 or null")
+    _require(
+        o.clip_grad_mode in ("global", "per_tensor"),
+        f"optim.clip_grad_mode must be global or per_tensor, got {o.clip_grad_mode!r}",
+    )
+    _require(
+        o.final_weight_decay is None or o.final_weight_decay >= 0,
+        "optim.final_weight_decay must be >= 0 or null (constant weight decay)",
+    )
+    _require(t.keep_best >= 0, f"train.keep_best must be >= 0, got {t.keep_best}")
+    _require(
+        t.on_nonfinite in ("stop", "skip"),
+        f"train.on_nonfinite must be stop or skip, got {t.on_nonfinite!r}",
+    )
     _require(e.knn_k >= 1, "eval.knn_k must be >= 1")
     _require(e.knn_temperature > 0, "eval.knn_temperature must be > 0 (0.07 is standard)")
     _require(e.linear_epochs >= 1, "eval.linear_epochs must be >= 1")
@@ -523,12 +602,52 @@ def _validate_method(cfg: Config) -> None:
         _require(
             b.name.startswith("vit"), f"MAE needs a ViT backbone (e.g. vit_tiny), got {b.name!r}"
         )
+    if cfg.method == "dino":
+        _validate_dino(cfg)
     if b.name.startswith("vit"):
         _require(
             cfg.views.size % b.patch_size == 0,
             f"views.size={cfg.views.size} must be a multiple of backbone.patch_size={b.patch_size}",
         )
         _require(b.pool in ("cls", "mean"), f"backbone.pool must be cls or mean, got {b.pool!r}")
+
+
+def _validate_dino(cfg: Config) -> None:
+    n, b = cfg.dino, cfg.backbone
+    for name in ("student_temperature", "teacher_temperature", "warmup_teacher_temperature"):
+        tau = getattr(n, name)
+        _require(tau > 0, f"dino.{name} must be > 0 (0.04-0.1), got {tau}")
+    _require(
+        0 <= n.teacher_temperature_warmup <= 1,
+        "dino.teacher_temperature_warmup is a fraction of the run in [0, 1] (0.3 in the paper)",
+    )
+    _require(0 <= n.center_momentum <= 1, "dino.center_momentum must be in [0, 1] (0.9)")
+    _require(0 <= n.momentum_base <= 1, "dino.momentum_base must be in [0, 1] (0.996)")
+    _require(n.out_dim >= 2, f"dino.out_dim must be >= 2 prototypes, got {n.out_dim}")
+    _require(n.hidden_dim >= 1 and n.bottleneck_dim >= 1, "dino head dimensions must be >= 1")
+    _require(n.num_local_crops >= 0, "dino.num_local_crops must be >= 0")
+    _require(n.freeze_last_layer_epochs >= 0, "dino.freeze_last_layer_epochs must be >= 0")
+    _require(
+        8 <= n.local_size <= cfg.views.size,
+        f"dino.local_size={n.local_size} must be in [8, views.size={cfg.views.size}] pixels",
+    )
+    for name in ("global_crop_scale", "local_crop_scale"):
+        lo_hi = getattr(n, name)
+        _require(
+            len(lo_hi) == 2 and 0 < lo_hi[0] <= lo_hi[1] <= 1,
+            f"dino.{name} must be [min, max] with 0 < min <= max <= 1, got {lo_hi}",
+        )
+    if b.name.startswith("vit"):
+        _require(
+            n.local_size % b.patch_size == 0,
+            f"dino.local_size={n.local_size} must be a multiple of backbone.patch_size="
+            f"{b.patch_size} (ViT patches)",
+        )
+    _require(
+        cfg.train.batch_size >= 2,
+        f"train.batch_size={cfg.train.batch_size}: DINO's center and BatchNorm need at least 2 "
+        "images per batch; raise train.batch_size",
+    )
 
 
 def option_help() -> str:

@@ -27,6 +27,22 @@ METHOD_OVERRIDES: dict[str, list[str]] = {
         "optim.name=adamw",
         "optim.base_lr=1e-3",
     ],
+    "dino": [
+        "method=dino",
+        "views.size=16",
+        "dino.local_size=8",
+        "dino.num_local_crops=2",
+        "dino.out_dim=64",
+        "dino.hidden_dim=32",
+        "dino.bottleneck_dim=16",
+        "dino.freeze_last_layer_epochs=0.2",
+        "optim.name=adamw",
+        "optim.base_lr=1e-3",
+        "optim.weight_decay=0.04",
+        "optim.final_weight_decay=0.4",
+        "optim.clip_grad=3.0",
+        "optim.clip_grad_mode=per_tensor",
+    ],
 }
 
 

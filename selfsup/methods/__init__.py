@@ -2,16 +2,18 @@
 
 from selfsup.methods.base import Method, Progress, StepOutput, embedding_std
 from selfsup.methods.byol import BYOL
+from selfsup.methods.dino import DINO
 from selfsup.methods.mae import MAE
 from selfsup.methods.moco import MoCo, MoCoV3
 from selfsup.methods.simclr import SimCLR
 
 METHOD_CLASSES: dict[str, type[Method]] = {
-    cls.name: cls for cls in (SimCLR, MoCo, MoCoV3, BYOL, MAE)
+    cls.name: cls for cls in (SimCLR, MoCo, MoCoV3, BYOL, MAE, DINO)
 }
 
 __all__ = [
     "BYOL",
+    "DINO",
     "MAE",
     "METHOD_CLASSES",
     "Method",

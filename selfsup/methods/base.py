@@ -72,6 +72,25 @@ class Method(nn.Module):
     def training_step(self, views: list[Tensor]) -> StepOutput:  # pragma: no cover - abstract
         raise TypeError(f"{type(self).__name__} must implement training_step(views)")
 
+    def diagnose(self, logs: dict[str, float]) -> list[str]:
+        """Collapse warnings from the logged values (the trainer prints them each epoch).
+
+        Base rule: the embeddings' per-dimension std (``embedding_std``, ~``1/sqrt(D)`` when
+        healthy) below 0.01 means they have gone (nearly) constant.
+        """
+        std = logs.get("embedding_std")
+        if std is not None and std < 0.01:
+            return [
+                f"{self.name}: embedding_std {std:.4f} < 0.01, the embeddings are collapsing to "
+                "a constant; check the learning rate, temperature and augmentations"
+            ]
+        return []
+
+    def before_optimizer_step(self, progress: Progress) -> None:
+        """Hook after backward and gradient clipping, before the optimiser step (DINO cancels
+        its last layer's gradients here during the first epoch). Default: nothing."""
+        del progress
+
     def after_step(self, progress: Progress) -> None:
         """Hook after the optimiser step (EMA updates, queues, centers). Default: nothing."""
         del progress

@@ -45,7 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from selfsup.methods.base import Method, Progress, StepOutput, embedding_std
-from selfsup.nn.ema import EMAUpdater, cosine_momentum, make_target
+from selfsup.nn.ema import EMAUpdater, make_target, momentum_after_step
 from selfsup.nn.heads import mlp
 from selfsup.nn.losses import byol_loss
 from selfsup.views import MultiViewTransform
@@ -153,9 +153,9 @@ class BYOL(Method):
 
     def momentum_at(self, progress: Progress) -> float:
         r""":math:`\tau` of the EMA update after the step ``progress.step`` (``k + 1`` steps done)."""
-        if self.momentum_schedule == "constant":
-            return self.momentum_base
-        return cosine_momentum(self.momentum_base, progress.step + 1, progress.total_steps)
+        return momentum_after_step(
+            self.momentum_base, progress.step, progress.total_steps, self.momentum_schedule
+        )
 
     def training_step(self, views: list[Tensor]) -> StepOutput:
         x1, x2 = views  # [N, C, H, W] each

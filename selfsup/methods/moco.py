@@ -70,7 +70,7 @@ from torch import Tensor, nn
 from selfsup.methods.base import Method, Progress, StepOutput, embedding_std
 from selfsup.nn.batchnorm import convert_to_split_batchnorm
 from selfsup.nn.distributed import gather_no_grad, is_distributed, shuffle_batch, unshuffle_batch
-from selfsup.nn.ema import EMAUpdater, cosine_momentum, make_target
+from selfsup.nn.ema import EMAUpdater, make_target, momentum_after_step
 from selfsup.nn.heads import mlp
 from selfsup.nn.losses import infonce_queue_loss, moco_v3_loss
 from selfsup.nn.queue import MemoryQueue
@@ -355,7 +355,7 @@ class MoCoV3(Method):
 
     def momentum_at(self, progress: Progress) -> float:
         r""":math:`m_{k+1}` for the EMA update after step :math:`k` = ``progress.step``."""
-        return cosine_momentum(self.momentum_base, progress.step + 1, progress.total_steps)
+        return momentum_after_step(self.momentum_base, progress.step, progress.total_steps)
 
     def training_step(self, views: list[Tensor]) -> StepOutput:
         _check_views(views, "MoCo v3")

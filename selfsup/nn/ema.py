@@ -26,7 +26,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-__all__ = ["EMAUpdater", "cosine_momentum", "ema_update_", "make_target"]
+__all__ = ["EMAUpdater", "cosine_momentum", "ema_update_", "make_target", "momentum_after_step"]
 
 BufferPolicy = Literal["keep", "copy", "ema"]
 _BUFFER_POLICIES = ("keep", "copy", "ema")
@@ -72,6 +72,31 @@ def cosine_momentum(base: float, step: int, total_steps: int) -> float:
             "global optimiser step (Progress.step) and the run's total_steps"
         )
     return 1.0 - (1.0 - base) * (math.cos(math.pi * step / total_steps) + 1.0) / 2.0
+
+
+def momentum_after_step(
+    base: float, step: int, total_steps: int, schedule: Literal["cosine", "constant"] = "cosine"
+) -> float:
+    r"""Momentum of the EMA update that follows optimiser step ``step`` (0-based).
+
+    After step :math:`k`, :math:`k + 1` steps are done, so the update uses
+    :math:`m_{k+1}` of :func:`cosine_momentum` and the last update of the run uses exactly
+    :math:`m_K = 1`. (The official BYOL/DINO code uses :math:`m_k` and stops one step short of
+    1; the two schedules differ by one step out of :math:`K`.) ``"constant"`` returns ``base``.
+    Shared by BYOL, MoCo v3 and DINO.
+
+    Example:
+        >>> momentum_after_step(0.996, 9, 10), momentum_after_step(0.9, 3, 10, "constant")
+        (1.0, 0.9)
+    """
+    if schedule == "constant":
+        return base
+    if schedule != "cosine":
+        raise ValueError(
+            f"momentum schedule must be 'cosine' or 'constant', got {schedule!r}; 'cosine' is "
+            "the BYOL/MoCo v3/DINO schedule"
+        )
+    return cosine_momentum(base, step + 1, total_steps)
 
 
 def make_target(online: nn.Module) -> nn.Module:

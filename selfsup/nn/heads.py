@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from torch import nn
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-__all__ = ["ScaleOnlyBatchNorm1d", "mlp", "simclr_projector"]
+__all__ = ["DINOHead", "ScaleOnlyBatchNorm1d", "WeightNormLinear", "mlp", "simclr_projector"]
 
 
 class ScaleOnlyBatchNorm1d(nn.BatchNorm1d):
@@ -156,3 +158,99 @@ def simclr_projector(
             last_batch_norm_affine="scale",
         )
     raise ValueError(f"unknown SimCLR projector version {version!r}; choose 'v1' or 'v2'")
+
+
+class WeightNormLinear(nn.Module):
+    r"""Bias-free Linear layer with weight normalisation: :math:`W_i = g_i\, v_i / \lVert v_i
+    \rVert_2` per output row (Salimans & Kingma 2016), DINO's last layer.
+
+    ``direction`` (:math:`v`, ``[out, in]``) is initialised like DINO's Linear layers
+    (truncated normal, std 0.02) and ``gain`` (:math:`g`, ``[out, 1]``) with ones. With
+    ``norm_last_layer=True`` the gain is frozen at 1 (``requires_grad=False``), so every
+    output is a cosine similarity between the L2-normalised input and a unit prototype: DINO's
+    default, which stabilises training. Same parametrisation as
+    ``torch.nn.utils.weight_norm(nn.Linear(in, out, bias=False))`` (``weight_v``/``weight_g``).
+
+    Example:
+        >>> layer = WeightNormLinear(4, 3, norm_last_layer=True)
+        >>> layer.weight().norm(dim=1)  # unit rows while the gain is frozen at 1
+        tensor([1.0000, 1.0000, 1.0000], grad_fn=<LinalgVectorNormBackward0>)
+        >>> layer(torch.randn(2, 4)).shape, layer.gain.requires_grad
+        (torch.Size([2, 3]), False)
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, norm_last_layer: bool = True) -> None:
+        super().__init__()
+        if in_dim < 1 or out_dim < 1:
+            raise ValueError(f"in_dim and out_dim must be >= 1, got {in_dim} and {out_dim}")
+        self.direction = nn.Parameter(torch.empty(out_dim, in_dim))
+        nn.init.trunc_normal_(self.direction, std=0.02)
+        self.gain = nn.Parameter(torch.ones(out_dim, 1), requires_grad=not norm_last_layer)
+
+    def weight(self) -> Tensor:
+        r"""The effective weight :math:`g\, v / \lVert v \rVert` (``[out, in]``)."""
+        return self.gain * self.direction / self.direction.norm(dim=1, keepdim=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight())
+
+    def extra_repr(self) -> str:
+        out_dim, in_dim = self.direction.shape
+        return f"in_dim={in_dim}, out_dim={out_dim}, norm_last_layer={not self.gain.requires_grad}"
+
+
+class DINOHead(nn.Module):
+    r"""DINO projection head: MLP -> L2-normalise -> weight-normalised Linear to ``out_dim``.
+
+    .. math::
+
+        h(x) = W \, \frac{m(x)}{\lVert m(x) \rVert_2}, \qquad
+        m = \mathrm{Linear}(d, 2048) - \mathrm{GELU} - \mathrm{Linear}(2048, 2048) -
+        \mathrm{GELU} - \mathrm{Linear}(2048, 256)
+
+    with :math:`W` a :class:`WeightNormLinear` to :math:`K` = ``out_dim`` prototypes (65536 in
+    the paper) without bias. ``batch_norm`` adds BatchNorm1d after the hidden layers (off in
+    the paper's ViT recipe). Linear layers start from a truncated normal (std 0.02) with zero
+    biases, as in the official code. ``forward`` returns the ``[B, K]`` logits;
+    :meth:`bottleneck` the normalised ``[B, 256]`` embedding before the last layer.
+
+    Example:
+        >>> head = DINOHead(32, out_dim=100, hidden_dim=64, bottleneck_dim=16)
+        >>> head(torch.randn(4, 32)).shape, head.bottleneck(torch.randn(4, 32)).shape
+        (torch.Size([4, 100]), torch.Size([4, 16]))
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int = 65536,
+        hidden_dim: int = 2048,
+        bottleneck_dim: int = 256,
+        num_layers: int = 3,
+        batch_norm: bool = False,
+        norm_last_layer: bool = True,
+    ) -> None:
+        super().__init__()
+        self.mlp = mlp(
+            in_dim,
+            hidden_dim,
+            bottleneck_dim,
+            num_layers=num_layers,
+            batch_norm=batch_norm,
+            activation=nn.GELU,
+            bias=True,
+        )
+        for m in self.mlp.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        self.last_layer = WeightNormLinear(bottleneck_dim, out_dim, norm_last_layer)
+        self.out_dim = out_dim
+
+    def bottleneck(self, x: Tensor) -> Tensor:
+        """The L2-normalised MLP output ``[B, bottleneck_dim]``."""
+        return F.normalize(self.mlp(x), dim=-1, p=2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.last_layer(self.bottleneck(x))

@@ -5,7 +5,8 @@ A plain PyTorch loop, recognisable at a glance::
     for images, _ in loader.iterate(epoch, start_step):
         views = method.make_views(images, generator)        # batched, on the device
         with autocast: out = method.training_step(views)     # loss + detached logs
-        out.loss.backward(); clip; set lr from schedule[step]; optimizer.step()
+        out.loss.backward(); clip; method.before_optimizer_step(progress)
+        set lr (and weight decay) from schedule[step]; optimizer.step()
         method.after_step(progress)                          # EMA, queue, center ...
 
 around which the trainer keeps the run directory: ``config.yaml`` (fully resolved),
@@ -40,6 +41,7 @@ from selfsup.train.checkpoint import (
     save_encoder,
     set_rng_state,
 )
+from selfsup.train.optim import clip_grad_norm_per_tensor_
 from selfsup.train.schedules import cosine_schedule
 
 
@@ -167,6 +169,17 @@ class Trainer:
         self.optimizer, self.peak_lr = build.make_optimizer(cfg, self.method)
         warmup = min(round(o.warmup_epochs * self.steps_per_epoch), self.total_steps - 1)
         self.lr_schedule = cosine_schedule(self.peak_lr, o.final_lr, self.total_steps, warmup)
+        # Weight decay: constant, or a cosine from weight_decay to final_weight_decay (DINO),
+        # applied to the groups that decay (never to biases and norm parameters).
+        self.wd_schedule = (
+            None
+            if o.final_weight_decay is None
+            else cosine_schedule(o.weight_decay, o.final_weight_decay, self.total_steps)
+        )
+        # Indices, not the dicts: optimizer.load_state_dict replaces the group dicts on resume.
+        self._decay_groups = [
+            i for i, g in enumerate(self.optimizer.param_groups) if not g.get("lars_exclude")
+        ]
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.autocast_dtype == torch.float16
         )
@@ -281,6 +294,11 @@ class Trainer:
                         "loss": final_loss,
                         **self._last_logs,
                     }
+                    warnings = self.method.diagnose(self._last_logs)
+                    for warning in warnings:
+                        tqdm.write(f"warning (epoch {epoch + 1}): {warning}")
+                    if warnings:
+                        record["warnings"] = warnings
                     if t.knn_every and (epoch + 1) % t.knn_every == 0:
                         knn = self.online_knn()
                         if knn is not None:
@@ -351,6 +369,10 @@ class Trainer:
             lr = float(self.lr_schedule[self.step])
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            if self.wd_schedule is not None:
+                for i in self._decay_groups:
+                    optimizer.param_groups[i]["weight_decay"] = float(self.wd_schedule[self.step])
+            progress = Progress(self.step, self.total_steps, epoch, self.steps_per_epoch)
             with torch.autocast(
                 self.device.type,
                 dtype=self.autocast_dtype or torch.float32,
@@ -361,11 +383,15 @@ class Trainer:
             self.scaler.scale(out.loss).backward()
             if o.clip_grad is not None:
                 self.scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, o.clip_grad)
+                if o.clip_grad_mode == "per_tensor":
+                    clip_grad_norm_per_tensor_(params, o.clip_grad)
+                else:
+                    torch.nn.utils.clip_grad_norm_(params, o.clip_grad)
+            method.before_optimizer_step(progress)
             self.scaler.step(optimizer)
             self.scaler.update()
             finite = finite & torch.isfinite(out.loss.detach())
-            method.after_step(Progress(self.step, self.total_steps, epoch, self.steps_per_epoch))
+            method.after_step(progress)
             self.step += 1
             window_images += images.shape[0]
             bar.update(1)

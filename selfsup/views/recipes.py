@@ -22,10 +22,14 @@ from selfsup.views import ops
 __all__ = [
     "EvalTransform",
     "MultiViewTransform",
+    "ViewParams",
     "ViewSpec",
+    "apply_view_params",
     "byol_views",
+    "dino_views",
     "mae_view",
     "moco_v2_view",
+    "sample_view_params",
     "simclr_small_view",
     "simclr_view",
 ]
@@ -270,6 +274,153 @@ def mae_view(size: int = 224) -> ViewSpec:
     )
 
 
+def dino_views(
+    global_size: int = 224,
+    local_size: int = 96,
+    num_local: int = 8,
+    global_scale: tuple[float, float] = (0.4, 1.0),
+    local_scale: tuple[float, float] = (0.05, 0.4),
+) -> list[ViewSpec]:
+    """DINO's multi-crop recipe (Caron et al. 2021; official ``DataAugmentationDINO``).
+
+    Two global crops of ``global_size`` (area ``global_scale``) and ``num_local`` local crops
+    of ``local_size`` (area ``local_scale``); the global crops come first. Every crop: flip
+    0.5, colour jitter (brightness 0.4, contrast 0.4, saturation 0.2, hue 0.1) with p 0.8,
+    grayscale 0.2, Gaussian blur with sigma U(0.1, 2). They differ in blur and solarize:
+
+    =============  ========  ========  =====
+    op             global 1  global 2  local
+    =============  ========  ========  =====
+    blur           1.0       0.1       0.5
+    solarize       0.0       0.2       0.0
+    =============  ========  ========  =====
+
+    The paper's best setting is 2 x 224 + 10 x 96, the code default ``num_local=8``.
+
+    Differences from the reference: bilinear resizing without antialiasing (the official code
+    resizes bicubically); the blur kernel covers at least +-3 sigma of the largest sigma (PIL's
+    ``GaussianBlur(radius=sigma)`` is not truncated at a fixed size).
+
+    Example:
+        >>> specs = dino_views(32, 16, num_local=4)
+        >>> [s.size for s in specs], [s.blur_p for s in specs[:3]], specs[1].solarize_p
+        ([32, 32, 16, 16, 16, 16], [1.0, 0.1, 0.5], 0.2)
+    """
+    if isinstance(num_local, bool) or not isinstance(num_local, int) or num_local < 0:
+        raise ValueError(
+            f"num_local must be an integer >= 0, got {num_local!r}; DINO uses 8 (code) or 10 "
+            "(paper) local crops"
+        )
+
+    def crop(size: int, scale: tuple[float, float], blur_p: float, solarize_p: float) -> ViewSpec:
+        sigma_max = 2.0
+        kernel = 2 * math.ceil(3 * sigma_max) + 1  # +-3 sigma
+        return ViewSpec(
+            size=size,
+            crop_scale=scale,
+            brightness=0.4,
+            contrast=0.4,
+            saturation=0.2,
+            hue=0.1,
+            blur_p=blur_p,
+            blur_sigma=(0.1, sigma_max),
+            blur_kernel_fraction=min(1.0, max(0.1, kernel / size)),
+            solarize_p=solarize_p,
+        )
+
+    return [
+        crop(global_size, global_scale, 1.0, 0.0),
+        crop(global_size, global_scale, 0.1, 0.2),
+        *[crop(local_size, local_scale, 0.5, 0.0) for _ in range(num_local)],
+    ]
+
+
+@dataclass(frozen=True)
+class ViewParams:
+    """Every random parameter of one view of a batch, one value per sample (``B`` samples).
+
+    An op that the spec turns off (probability 0, or grayscale on 1-channel images) draws
+    nothing and its field is None.
+
+    Attributes:
+        boxes: float32 ``[B, 4]`` crop boxes ``(x0, y0, w, h)`` in input pixels.
+        flip: bool ``[B]``, True mirrors the sample.
+        jitter: colour-jitter factors, order and mask (:class:`ops.JitterParams`).
+        gray: bool ``[B]``, True converts the sample to grey.
+        blur_sigma: float32 ``[B]`` blur standard deviations in output pixels.
+        blur: bool ``[B]``, True blurs the sample.
+        solarize: bool ``[B]``, True solarises the sample.
+    """
+
+    boxes: Tensor
+    flip: Tensor
+    jitter: ops.JitterParams | None
+    gray: Tensor | None
+    blur_sigma: Tensor | None
+    blur: Tensor | None
+    solarize: Tensor | None
+
+
+def sample_view_params(
+    spec: ViewSpec,
+    batch_size: int,
+    height: int,
+    width: int,
+    channels: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> ViewParams:
+    """Draw the parameters of one view of a ``[B, C, H, W]`` batch, in the order the ops run.
+
+    :class:`MultiViewTransform` draws through this function, so tests of the distributions
+    (``tests/views/test_distributions.py``) see exactly what training samples.
+    """
+    boxes = ops.sample_crop_boxes(
+        batch_size, height, width, spec.crop_scale, spec.crop_ratio, generator, device
+    )
+    flip = ops.sample_mask(batch_size, spec.flip_p, generator, device)
+    jitter = None
+    if spec.jitter_p > 0 and spec.brightness + spec.contrast + spec.saturation + spec.hue > 0:
+        jitter = ops.sample_jitter_params(
+            batch_size,
+            spec.brightness,
+            spec.contrast,
+            spec.saturation,
+            spec.hue,
+            spec.jitter_p,
+            generator,
+            device,
+        )
+    gray = None
+    if spec.gray_p > 0 and channels == 3:
+        gray = ops.sample_mask(batch_size, spec.gray_p, generator, device)
+    blur_sigma = blur = None
+    if spec.blur_p > 0:
+        blur_sigma = ops.sample_uniform(batch_size, *spec.blur_sigma, generator, device)
+        blur = ops.sample_mask(batch_size, spec.blur_p, generator, device)
+    solarize = None
+    if spec.solarize_p > 0:
+        solarize = ops.sample_mask(batch_size, spec.solarize_p, generator, device)
+    return ViewParams(boxes, flip, jitter, gray, blur_sigma, blur, solarize)
+
+
+def apply_view_params(x: Tensor, spec: ViewSpec, params: ViewParams) -> Tensor:
+    """Float ``[B, C, H, W]`` in [0, 1] -> the view ``[B, C, S, S]`` in [0, 1] (not normalised).
+
+    Ops run in SimCLR's order: crop + resize + flip, colour jitter, grayscale, blur, solarize.
+    """
+    v = ops.resized_crop(x, params.boxes, spec.size, params.flip)  # [B, C, S, S]
+    if params.jitter is not None:
+        v = ops.color_jitter(v, params.jitter)
+    if params.gray is not None:
+        v = ops.to_grayscale(v, params.gray)
+    if params.blur_sigma is not None:
+        v = ops.gaussian_blur(v, params.blur_sigma, spec.blur_kernel_size, params.blur)
+    if params.solarize is not None:
+        v = ops.solarize(v, spec.solarize_threshold, params.solarize)
+    return v
+
+
 def _to_float(images: Tensor) -> Tensor:
     """Check a uint8 ``[B, C, H, W]`` batch and scale it to float32 in [0, 1]."""
     if images.ndim != 4:
@@ -364,35 +515,8 @@ class MultiViewTransform:
 
     def _view(self, x: Tensor, spec: ViewSpec, generator: torch.Generator | None) -> Tensor:
         batch, channels, height, width = x.shape
-        device = x.device
-        boxes = ops.sample_crop_boxes(
-            batch, height, width, spec.crop_scale, spec.crop_ratio, generator, device
-        )
-        flip = ops.sample_mask(batch, spec.flip_p, generator, device)
-        v = ops.resized_crop(x, boxes, spec.size, flip)  # [B, C, S, S]
-        jitter_strength = spec.brightness + spec.contrast + spec.saturation + spec.hue
-        if spec.jitter_p > 0 and jitter_strength > 0:
-            params = ops.sample_jitter_params(
-                batch,
-                spec.brightness,
-                spec.contrast,
-                spec.saturation,
-                spec.hue,
-                spec.jitter_p,
-                generator,
-                device,
-            )
-            v = ops.color_jitter(v, params)
-        if spec.gray_p > 0 and channels == 3:
-            v = ops.to_grayscale(v, ops.sample_mask(batch, spec.gray_p, generator, device))
-        if spec.blur_p > 0:
-            sigma = ops.sample_uniform(batch, *spec.blur_sigma, generator, device)
-            blur_mask = ops.sample_mask(batch, spec.blur_p, generator, device)
-            v = ops.gaussian_blur(v, sigma, spec.blur_kernel_size, blur_mask)
-        if spec.solarize_p > 0:
-            solarize_mask = ops.sample_mask(batch, spec.solarize_p, generator, device)
-            v = ops.solarize(v, spec.solarize_threshold, solarize_mask)
-        return self._normalize(v)
+        params = sample_view_params(spec, batch, height, width, channels, generator, x.device)
+        return self._normalize(apply_view_params(x, spec, params))
 
 
 class EvalTransform:

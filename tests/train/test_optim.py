@@ -285,3 +285,28 @@ def test_scaled_lr_rules() -> None:
 def test_docstring_examples_run() -> None:
     result = doctest.testmod(optim_module, raise_on_error=False)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_per_tensor_clipping_matches_the_loop_over_parameters():
+    """DINO's rule written as its plain loop: each grad scaled by min(1, c / (||g|| + 1e-6))."""
+    from selfsup.train.optim import clip_grad_norm_per_tensor_
+
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.zeros(s, requires_grad=True) for s in [(3, 4), (7,), (2, 2, 2), (5,)]]
+    scales = [10.0, 0.01, 1.0, 3.0]
+    for p, scale in zip(params, scales):
+        p.grad = scale * torch.randn(p.shape, generator=gen)
+    expected = []
+    for p in params:
+        norm = p.grad.norm(2).item()
+        expected.append(p.grad * min(1.0, 3.0 / (norm + 1e-6)))
+    no_grad = torch.zeros(2, requires_grad=True)  # skipped, as torch's clipping does
+    clip_grad_norm_per_tensor_([*params, no_grad], max_norm=3.0)
+    for p, want in zip(params, expected):
+        torch.testing.assert_close(p.grad, want)
+    norms = [p.grad.norm().item() for p in params]
+    assert norms[0] == pytest.approx(3.0, rel=1e-5)  # the big one clipped to c
+    assert norms[1] < 0.1  # the small one untouched, not shrunk by the big one
+    assert no_grad.grad is None
+    with pytest.raises(ValueError, match="max_norm"):
+        clip_grad_norm_per_tensor_(params, max_norm=0.0)

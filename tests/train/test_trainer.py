@@ -92,3 +92,24 @@ def test_precision_resolution():
     assert resolve_precision("bf16", cpu) is torch.bfloat16
     with pytest.raises(ValueError, match="fp16 is for GPUs"):
         resolve_precision("fp16", cpu)
+
+
+def test_weight_decay_follows_its_cosine_schedule_on_decaying_groups_only(tmp_path):
+    cfg = tiny_config(
+        "optim.weight_decay=0.04", "optim.final_weight_decay=0.4", "train.max_steps=5"
+    )
+    trainer = Trainer(cfg, tmp_path / "run")
+    seen: list[list[float]] = []
+    step = trainer.optimizer.step
+
+    def recording_step(*args, **kwargs):
+        seen.append([g["weight_decay"] for g in trainer.optimizer.param_groups])
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = recording_step  # type: ignore[method-assign]
+    trainer.fit()
+    schedule = trainer.wd_schedule
+    assert schedule is not None and schedule[0] == pytest.approx(0.04)
+    assert schedule[-1] == pytest.approx(0.4)
+    for k, decays in enumerate(seen):
+        assert decays == pytest.approx([float(schedule[k]), 0.0])  # bias/norm group stays at 0

@@ -50,6 +50,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         overrides = [*([f"method={args.method}"] if args.method else []), *args.overrides]
         cfg = _config(args.config, overrides, base=base)
         run_dir = args.run_dir
+    if args.strict:
+        cfg.data.strict = True
     if args.print_config:
         print(cfg.to_yaml())
         return 0
@@ -225,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
     p.add_argument("--eval", action="store_true", help="k-NN + linear probe with baselines after")
     p.add_argument("--print-config", action="store_true", help="print the resolved config, exit")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first unreadable image file (data.strict=true); default skips it and "
+        "warns with the file names",
+    )
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser(

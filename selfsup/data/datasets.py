@@ -6,6 +6,8 @@ Two kinds:
   indexing operation, so it is the fast path of ``EpochLoader``.
 * ``FileImageDataset``: image files decoded with PIL on access (in DataLoader workers):
   ``decode -> convert("RGB" | "L") -> resize shorter side to image_size -> center crop``.
+  Unusual modes are converted (16-bit scaled, alpha over white); unreadable files are skipped
+  with a warning, or stop the run with ``strict=True`` (see ``FileImageDataset``).
 
 ``load_dataset(name, split, root, ...)`` builds either from a name in ``DATASETS``.
 """
@@ -16,6 +18,7 @@ import abc
 import operator
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from selfsup.data.idx import read_idx
 
 __all__ = [
+    "ALPHA_BACKGROUND",
     "DATASETS",
     "DEBIAN_DATA_DIRS",
     "IMAGE_EXTENSIONS",
@@ -37,6 +41,8 @@ __all__ = [
     "FileImageDataset",
     "ImageDataset",
     "TensorImageDataset",
+    "UnreadableImageError",
+    "UnreadableImageWarning",
     "cache_dir",
     "convert_channels",
     "decode_image",
@@ -250,24 +256,152 @@ class TensorImageDataset(ImageDataset):
         return int(self.images.shape[2]), int(self.images.shape[3])
 
 
+# --------------------------------------------------------------------------------------------
+# Decoding image files
+# --------------------------------------------------------------------------------------------
+
+
+class UnreadableImageError(ValueError):
+    """An image file that cannot be opened or decoded; the message names the file and the fix.
+
+    ``path`` is the file and ``reason`` the short cause (PIL's message, or the size limit).
+    """
+
+    def __init__(self, message: str, path: str | Path | None = None, reason: str = "") -> None:
+        # One positional message, so that DataLoader workers can re-raise it in the main process.
+        super().__init__(message)
+        self.path = Path(path) if path is not None else None
+        self.reason = reason
+
+    @classmethod
+    def of(cls, path: str | Path, reason: str, strict: bool = False) -> UnreadableImageError:
+        """The error for ``path``; ``strict`` adds how to skip such files instead."""
+        fix = "replace or remove the file"
+        if strict:
+            fix += (
+                ", or set data.strict=false (no --strict) to skip unreadable files with a warning"
+            )
+        return cls(f"could not read image {path} ({reason}); {fix}", path, reason)
+
+
+class UnreadableImageWarning(UserWarning):
+    """Unreadable image files were skipped or replaced by the next readable one."""
+
+
+# Gray modes wider than 8 bits: PNG / TIFF 16-bit ("I;16*") and "I" (32-bit int, how older
+# Pillow and TIFF hand out 16-bit data). Both are read as 0..65535.
+_WIDE_GRAY_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa")
+ALPHA_BACKGROUND = 255  # transparent pixels are composited over white, as viewers show them
+# A source longer than this ratio is cut to its central part of this ratio before resizing, so
+# a thin strip (1 x 100000 px) never becomes a huge intermediate image before the center crop.
+_MAX_ASPECT = 4
+_LISTED_FILES = 5  # unreadable files named in one warning or error
+
+
+def _open_checked(path: str | Path) -> Image.Image:
+    """``Image.open`` (reads the header only) refusing images above ``Image.MAX_IMAGE_PIXELS``.
+
+    PIL itself only warns between one and two times the limit; here the limit holds, checked on
+    the declared size before a single pixel is allocated. ``MAX_IMAGE_PIXELS = None`` disables it.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(path)
+    limit = Image.MAX_IMAGE_PIXELS
+    w, h = image.size
+    if limit is not None and w * h > limit:
+        image.close()
+        raise Image.DecompressionBombError(
+            f"declared size {w}x{h} = {w * h} pixels exceeds the limit of {int(limit)} "
+            "(PIL.Image.MAX_IMAGE_PIXELS): a decompression bomb, or raise the limit"
+        )
+    return image
+
+
+def _reason(exc: BaseException, path: str | Path) -> str:
+    """A one-line cause of a failure to open or decode ``path``."""
+    if isinstance(exc, FileNotFoundError):
+        return "file does not exist"
+    if isinstance(exc, UnidentifiedImageError):
+        try:
+            empty = os.path.getsize(path) == 0
+        except OSError:
+            empty = False
+        return "empty file (0 bytes)" if empty else "not an image, or an unknown image format"
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _header_problem(path: Path) -> str | None:
+    """Why ``path`` cannot even be opened (header and declared size only), or None.
+
+    Cheap, as PIL reads only the header: catches missing, empty, non-image and oversized files.
+    Damaged pixel data (a truncated file) shows only when decoding.
+    """
+    try:
+        with _open_checked(path):
+            return None
+    except Exception as exc:  # any failure to parse a header is a property of the file
+        return _reason(exc, path)
+
+
+def _wide_gray_to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit gray to 8 bits by scaling, ``round(v * 255 / 65535)`` (= v / 257), not clipping."""
+    values = np.asarray(image).astype(np.int64).clip(0, 65535)  # [H, W]
+    return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8))
+
+
+def _composite_on_background(image: Image.Image) -> Image.Image:
+    """RGB of an image with alpha over ``ALPHA_BACKGROUND``: ``round((c*a + bg*(255-a)) / 255)``."""
+    rgba = np.asarray(image.convert("RGBA")).astype(np.int32)  # [H, W, 4]
+    color, alpha = rgba[..., :3], rgba[..., 3:]
+    out = (color * alpha + ALPHA_BACKGROUND * (255 - alpha) + 127) // 255  # [H, W, 3]
+    return Image.fromarray(out.astype(np.uint8))
+
+
+def _to_mode(image: Image.Image, channels: int) -> Image.Image:
+    """Any PIL mode to "RGB" (channels=3) or "L" (channels=1) by the rules of ``decode_image``."""
+    if image.mode in _WIDE_GRAY_MODES:
+        image = _wide_gray_to_8bit(image)  # a transparency key on 16-bit gray is ignored
+    elif image.mode in _ALPHA_MODES or "transparency" in image.info:
+        image = _composite_on_background(image)
+    return image.convert("RGB" if channels == 3 else "L")
+
+
+def _central_part(image: Image.Image) -> Image.Image:
+    """A source longer than ``_MAX_ASPECT``:1 cut to its central ``_MAX_ASPECT``:1 part."""
+    w, h = image.size
+    if w > _MAX_ASPECT * h:
+        left = (w - _MAX_ASPECT * h) // 2
+        return image.crop((left, 0, left + _MAX_ASPECT * h, h))
+    if h > _MAX_ASPECT * w:
+        top = (h - _MAX_ASPECT * w) // 2
+        return image.crop((0, top, w, top + _MAX_ASPECT * w))
+    return image
+
+
 def decode_image(path: str | Path, image_size: int, channels: int = 3) -> Tensor:
     """Decode one image file to uint8 ``[channels, image_size, image_size]``.
 
-    ``convert("RGB" | "L")``, resize so that the shorter side is ``image_size`` (PIL bilinear,
-    antialiased; longer side ``int(image_size * long / short)``), then a centered square crop.
+    Colour: CMYK, YCbCr, palette and 1-bit images go through PIL's ``convert``; 16-bit gray
+    ("I;16*", "I") is scaled to 8 bits, ``round(v / 257)``, not clipped; images with alpha
+    (RGBA, LA, PA, palette or colour-key transparency) are composited over white
+    (``ALPHA_BACKGROUND``); gray becomes 3 equal channels, colour becomes ITU-R 601 luma for
+    ``channels=1``. Geometry: resize so that the shorter side is ``image_size`` (PIL bilinear,
+    antialiased; longer side ``int(image_size * long / short)``; small images are scaled up),
+    then a centered square crop; sources longer than 4:1 are first cut to their central 4:1
+    part. Raises ``UnreadableImageError`` for a missing, empty, non-image, damaged or truncated
+    file, or one whose declared size exceeds ``PIL.Image.MAX_IMAGE_PIXELS`` (checked on the
+    header, so a decompression bomb never allocates its pixels).
     """
-    mode = "RGB" if channels == 3 else "L"
     try:
-        with Image.open(path) as opened:
-            image = opened.convert(mode)
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(
-            f"image file {path} does not exist; fix the path or remove it"
-        ) from exc
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ValueError(
-            f"could not decode image {path} ({exc}); replace or remove the file"
-        ) from exc
+        with _open_checked(path) as opened:
+            opened.load()
+            image = _to_mode(opened, channels)
+    except Exception as exc:  # PIL raises many types for damaged files; all mean "unreadable"
+        raise UnreadableImageError.of(path, _reason(exc, path)) from exc
+    image = _central_part(image)
     w, h = image.size
     if w <= h:
         new_w, new_h = image_size, int(image_size * h / w)
@@ -284,11 +418,34 @@ def decode_image(path: str | Path, image_size: int, channels: int = 3) -> Tensor
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
 
+def _list_files(entries: Sequence[tuple[Path, str]]) -> str:
+    """``path (reason)`` for the first few entries, and how many more there are."""
+    shown = "; ".join(f"{path} ({reason})" for path, reason in entries[:_LISTED_FILES])
+    more = len(entries) - _LISTED_FILES
+    return shown + (f"; and {more} more" if more > 0 else "")
+
+
 class FileImageDataset(ImageDataset):
     """Image files decoded with PIL on access (see ``decode_image``) to uint8 ``[C, S, S]``.
 
     ``labels``: one non-negative int per path, or None (unlabelled, label -1). ``num_classes`` is
-    ``len(class_names)`` when names are given, else ``max(label) + 1``.
+    ``len(class_names)`` when names are given, else ``max(label) + 1`` over all given paths.
+
+    Unreadable files never crash a run, and the length and order stay fixed, so the epoch order
+    (a function of the seed and the length) and exact resume hold:
+
+    * When built (``check_files=True``) the header of every file is read (cheap: no pixels are
+      decoded). Files that cannot be opened (missing, empty, not an image, declared size above
+      ``PIL.Image.MAX_IMAGE_PIXELS``) are dropped, and one ``UnreadableImageWarning`` names the
+      first few and the count; when none is readable a ``ValueError`` names the folder.
+    * A file that opens but fails to decode later (truncated or damaged data) is replaced by the
+      next readable index (wrapping around) with that index's label, so images and labels stay
+      paired; it is warned about once and not decoded again in this process.
+
+    ``unreadable`` maps each such path to its reason (decode failures as seen by this process;
+    ``DataLoader`` workers warn on their own stderr). With ``strict=True`` the first unreadable
+    file raises ``UnreadableImageError`` (a ``ValueError``) instead. ``source`` names the
+    folder or list in messages (default: the first file's folder).
     """
 
     def __init__(
@@ -299,6 +456,10 @@ class FileImageDataset(ImageDataset):
         channels: int = 3,
         name: str = "files",
         class_names: list[str] | None = None,
+        *,
+        strict: bool = False,
+        check_files: bool = True,
+        source: str | None = None,
     ) -> None:
         if len(paths) == 0:
             raise ValueError(f"{name}: no image paths given; pass at least one image file")
@@ -309,7 +470,10 @@ class FileImageDataset(ImageDataset):
         self.paths = [Path(p) for p in paths]
         self.name = name
         self.channels = channels
+        self.strict = strict
+        self.unreadable: dict[Path, str] = {}
         self._size = image_size
+        self._bad: set[int] = set()  # indices that failed to decode in this process
         if labels is None:
             if class_names is not None:
                 raise ValueError(f"{name}: class_names given without labels; pass labels too")
@@ -330,21 +494,81 @@ class FileImageDataset(ImageDataset):
                 )
             self.num_classes = num_classes
         self.class_names = _check_class_names(class_names, self.num_classes)
-        self.source = str(self.paths[0].parent)
+        self.source = source if source is not None else str(self.paths[0].parent)
+        if check_files:
+            self._drop_unopenable()
+
+    def _drop_unopenable(self) -> None:
+        """Drop the files whose header cannot be read, with one warning (strict: raise)."""
+        keep: list[int] = []
+        dropped: list[tuple[Path, str]] = []
+        for i, path in enumerate(self.paths):
+            problem = _header_problem(path)
+            if problem is None:
+                keep.append(i)
+            elif self.strict:
+                raise UnreadableImageError.of(path, problem, strict=True)
+            else:
+                dropped.append((path, problem))
+        if not dropped:
+            return
+        self.unreadable.update(dropped)
+        if not keep:
+            raise ValueError(
+                f"{self.name}: none of the {len(dropped)} image files in {self.source} can be "
+                f"read: {_list_files(dropped)}. Check that these are images, or point the data "
+                "path at the right folder"
+            )
+        warnings.warn(
+            f"{self.name}: skipped {len(dropped)} of {len(self.paths)} image files in "
+            f"{self.source} that cannot be read: {_list_files(dropped)}. Fix or remove them "
+            "(data.strict=true / --strict stops on them instead)",
+            UnreadableImageWarning,
+            stacklevel=2,
+        )
+        self.paths = [self.paths[i] for i in keep]
+        self.labels = self.labels[torch.as_tensor(keep, dtype=torch.int64)]
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        i = _normalise_index(index, len(self))
-        return decode_image(self.paths[i], self._size, self.channels), int(self.labels[i])
+        """Image and label ``index``; an undecodable file yields the next readable one."""
+        n = len(self)
+        i = _normalise_index(index, n)
+        for offset in range(n):
+            j = (i + offset) % n
+            if j in self._bad:
+                continue
+            try:
+                image = decode_image(self.paths[j], self._size, self.channels)
+            except UnreadableImageError as err:
+                if self.strict:
+                    raise UnreadableImageError.of(self.paths[j], err.reason, strict=True) from err
+                self._record_decode_failure(j, err.reason)
+                continue
+            return image, int(self.labels[j])
+        raise ValueError(
+            f"{self.name}: none of the {n} image files in {self.source} can be decoded: "
+            f"{_list_files(list(self.unreadable.items()))}. Replace the damaged files"
+        )
+
+    def _record_decode_failure(self, index: int, reason: str) -> None:
+        path = self.paths[index]
+        self._bad.add(index)
+        self.unreadable[path] = reason
+        warnings.warn(
+            f"{self.name}: cannot decode {path} ({reason}); the next readable image is used in "
+            "its place. Fix or remove the file (data.strict=true / --strict stops on it instead)",
+            UnreadableImageWarning,
+            stacklevel=2,
+        )
 
     def get_batch(self, indices: Tensor) -> tuple[Tensor, Tensor]:
         """Decode the images at ``indices`` in this process (``EpochLoader`` uses workers)."""
-        idx = indices.to("cpu", torch.int64)
-        order = idx.tolist()
-        images = [self[i][0] for i in order]
-        return torch.stack(images), self.labels.index_select(0, idx)
+        items = [self[i] for i in indices.to("cpu", torch.int64).tolist()]
+        images = torch.stack([image for image, _ in items])  # [B, C, S, S]
+        return images, torch.tensor([label for _, label in items], dtype=torch.int64)
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -721,7 +945,9 @@ def _require_root(name: str, root: Path | None, what: str) -> Path:
     return root
 
 
-def _load_folder(root: Path | None, split: str, image_size: int, channels: int) -> FileImageDataset:
+def _load_folder(
+    root: Path | None, split: str, image_size: int, channels: int, strict: bool
+) -> FileImageDataset:
     root = _require_root("folder", root, "image folder")
     if not root.is_dir():
         raise ValueError(
@@ -761,22 +987,25 @@ def _load_folder(root: Path | None, split: str, image_size: int, channels: int) 
         paths = [p for _, files in classes for p in files]
         labels = [k for k, (_, files) in enumerate(classes) for _ in files]
         names = [c for c, _ in classes]
-        dataset = FileImageDataset(paths, labels, image_size, channels, "folder", names)
-    elif top_images:
-        dataset = FileImageDataset(top_images, None, image_size, channels, "folder")
-    else:
-        raise ValueError(
-            f"folder: no image files in {base} or its sub-folders; accepted extensions "
-            f"(case-insensitive): {accepted}"
+        return FileImageDataset(
+            paths, labels, image_size, channels, "folder", names, strict=strict, source=str(base)
         )
-    dataset.source = str(base)
-    return dataset
+    if top_images:
+        return FileImageDataset(
+            top_images, None, image_size, channels, "folder", strict=strict, source=str(base)
+        )
+    raise ValueError(
+        f"folder: no image files in {base} or its sub-folders; add images with one of the "
+        f"accepted extensions (case-insensitive: {accepted}) or point data_dir at your images"
+    )
 
 
 _INT = re.compile(r"[+-]?\d+")
 
 
-def _load_filelist(root: Path | None, image_size: int, channels: int) -> FileImageDataset:
+def _load_filelist(
+    root: Path | None, image_size: int, channels: int, strict: bool
+) -> FileImageDataset:
     list_path = _require_root("filelist", root, "list file")
     if list_path.is_dir():
         raise ValueError(
@@ -823,9 +1052,15 @@ def _load_filelist(root: Path | None, image_size: int, channels: int) -> FileIma
             f"filelist: {len(missing)} listed image(s) do not exist:\n  {shown}\nFix the paths "
             f"(relative paths resolve against {list_path.parent})"
         )
-    dataset = FileImageDataset(paths, labels or None, image_size, channels, "filelist")
-    dataset.source = str(list_path)
-    return dataset
+    return FileImageDataset(
+        paths,
+        labels or None,
+        image_size,
+        channels,
+        "filelist",
+        strict=strict,
+        source=str(list_path),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -840,6 +1075,7 @@ def load_dataset(
     image_size: int | None = None,
     channels: int | None = None,
     download: bool = False,
+    strict: bool = False,
 ) -> ImageDataset:
     """Load dataset ``name`` (one of ``DATASETS``; ``-`` works for ``_``) as uint8 images.
 
@@ -848,7 +1084,8 @@ def load_dataset(
     keep their native size when None, else are resized once here (bilinear, antialiased); file
     datasets decode to ``image_size`` squares (default 64). ``channels``: 1 or 3, converted
     once here when it differs from the data's (file datasets default to 3). ``download``: let
-    torchvision fetch MNIST / Fashion-MNIST / CIFAR when they are found nowhere.
+    torchvision fetch MNIST / Fashion-MNIST / CIFAR when they are found nowhere. ``strict``:
+    for file datasets, stop at the first unreadable image instead of skipping it with a warning.
     """
     key = name.strip().lower().replace("-", "_")
     if key not in DATASETS:
@@ -862,9 +1099,12 @@ def load_dataset(
     root_path = Path(root).expanduser() if root is not None else None
 
     if key == "folder":
-        return _load_folder(root_path, split, image_size or DEFAULT_FILE_IMAGE_SIZE, channels or 3)
+        size = image_size or DEFAULT_FILE_IMAGE_SIZE
+        return _load_folder(root_path, split, size, channels or 3, strict)
     if key == "filelist":
-        return _load_filelist(root_path, image_size or DEFAULT_FILE_IMAGE_SIZE, channels or 3)
+        return _load_filelist(
+            root_path, image_size or DEFAULT_FILE_IMAGE_SIZE, channels or 3, strict
+        )
     dataset: TensorImageDataset
     if key in _IDX_SPECS:
         dataset = _load_idx_dataset(key, split, root_path, download)

@@ -35,6 +35,8 @@ _EXPORTS = {
     "linear_probe": "selfsup.eval.linear",
     "load_encoder": "selfsup.eval.run",
     "evaluate_run": "selfsup.eval.run",
+    "export_encoder": "selfsup.export",
+    "load_exported": "selfsup.export",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

@@ -1,4 +1,4 @@
-"""The ``selfsup`` command: pretrain, eval, embed, bench, demo.
+"""The ``selfsup`` command: pretrain, eval, embed, export, viz, bench, demo.
 
 Every command reads a YAML config plus ``key=value`` overrides; ``selfsup pretrain --help`` lists
 every option with its meaning and safe range. Bad input ends with one line that names the problem
@@ -122,9 +122,36 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from selfsup.bench import run_bench
+def _int_list(text: str) -> list[int]:
+    """``"64,128,256"`` -> ``[64, 128, 256]`` (argparse type; a bad value is a usage error)."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 64,128,256, got {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers such as 64,128, got {text!r}")
+    return values
 
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from selfsup import bench
+
+    command = "selfsup bench " + " ".join(sys.argv[2:])
+    if args.knn:
+        bench.run_knn_bench(
+            args.bank,
+            queries=args.queries,
+            dim=args.dim,
+            chunk_size=args.knn_chunk,
+            bank_chunk_size=args.bank_chunk,
+            device=args.knn_device,
+            write=args.write,
+            command=command,
+            json_path=args.json,
+        )
+        return 0
     base = demo_config() if args.config is None else Config.from_yaml(args.config)
     overrides = list(args.overrides)
     if args.method:
@@ -134,18 +161,36 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.batch_size:
         overrides.append(f"train.batch_size={args.batch_size}")
     cfg = _config(None, overrides, base=base)
-    run_bench(
+    synthetic = bench.parse_shape(args.synthetic) if args.synthetic else None
+    if args.scaling:
+        bench.run_scaling(
+            cfg,
+            args.scaling,
+            steps=args.steps,
+            warmup=args.warmup,
+            write=args.write,
+            command=command,
+            synthetic=synthetic,
+            json_path=args.json,
+        )
+        return 0
+    bench.run_bench(
         cfg,
         steps=args.steps,
         warmup=args.warmup,
         write=args.write,
-        command="selfsup bench " + " ".join(sys.argv[2:]),
+        command=command,
+        synthetic=synthetic,
+        as_files=args.as_files,
+        compare_torchvision=args.compare_torchvision,
+        compile_step=args.compile,
+        json_path=args.json,
     )
     return 0
 
 
 def cmd_viz(args: argparse.Namespace) -> int:
-    """Pictures of what a run learned (MAE reconstructions)."""
+    """Pictures of what a run learned (MAE reconstructions, ViT attention maps)."""
     from selfsup import build
     from selfsup.eval.run import load_run_config
     from selfsup.train.checkpoint import load_checkpoint
@@ -168,6 +213,38 @@ def cmd_viz(args: argparse.Namespace) -> int:
         assert cfg.views.mean is not None and cfg.views.std is not None
         torch.manual_seed(args.seed)
         save_reconstruction_grid(method.eval(), images, out, cfg.views.mean, cfg.views.std)
+        print(f"wrote {out}")
+    elif args.kind == "attention":
+        from selfsup.backbones.vit import VisionTransformer
+        from selfsup.eval.run import load_encoder
+        from selfsup.viz.attention import save_attention_maps
+
+        run = load_encoder(args.run_dir)
+        vit = run.encoder
+        if not isinstance(vit, VisionTransformer):
+            raise ValueError(
+                f"{args.run_dir} trained a {cfg.backbone.name} backbone; `viz attention` needs a "
+                "ViT run (backbone.name=vit_micro|vit_tiny|vit_small|vit_base)"
+            )
+        if args.teacher:
+            if cfg.method != "dino":
+                raise ValueError(f"--teacher needs a DINO run, {args.run_dir} is {cfg.method}")
+            state = load_checkpoint(Path(args.run_dir) / "checkpoints" / "last.pt")["method"]
+            prefix = "teacher.0."
+            vit.load_state_dict(
+                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            )
+        sets = build.eval_datasets(cfg)
+        dataset = sets[1] if sets is not None else build.train_dataset(cfg)
+        images, _ = dataset.get_batch(torch.arange(min(args.num_images, len(dataset))))
+        if images.shape[1] != run.in_channels:
+            from selfsup.data.datasets import convert_channels
+
+            images = convert_channels(images, run.in_channels)
+        name = "attention_teacher.png" if args.teacher else "attention.png"
+        out = Path(args.out or Path(args.run_dir) / "report" / name)
+        assert cfg.views.mean is not None and cfg.views.std is not None
+        save_attention_maps(vit, images, out, cfg.views.mean, cfg.views.std, args.num_images)
         print(f"wrote {out}")
     return 0
 
@@ -274,26 +351,93 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "bench",
-        help="measure views, step and end-to-end throughput",
-        description="Throughput of the view pipeline alone, the model step alone "
-        "and the full step (data + views + step), in images/s.",
+        help="measure views, step and end-to-end throughput, FLOPs, memory, k-NN cost",
+        formatter_class=fmt,
+        description="Throughput (images/s) of the view pipeline alone, the loader alone, the "
+        "model step alone,\nthe backbone's forward+backward alone and the full step (data + "
+        "views + step); the step's\nFLOPs (FlopCounterMode) as a fraction of the measured "
+        "matmul peak; peak memory. E.g.\n"
+        "  selfsup bench -c configs/simclr_fashion_mnist.yaml --batch-size 256 views.size=32\n"
+        "  selfsup bench --synthetic 3x32x32 --compare-torchvision    # CIFAR-like RGB\n"
+        "  selfsup bench --as-files data.num_workers=2                # decoding image files\n"
+        "  selfsup bench --scaling 64,128,256,512                     # cost vs batch size\n"
+        "  selfsup bench --knn --bank 60000,1000000 --queries 10000   # k-NN cost vs bank size\n"
+        "key=value overrides go in one group, all before or all after the flags.",
     )
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. views.size=32")
     p.add_argument("-c", "--config", help="YAML config (default: the demo config)")
-    p.add_argument("--method")
-    p.add_argument("--backbone")
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--method", help="shortcut for method=... (presets in configs/)")
+    p.add_argument("--backbone", help="shortcut for backbone.name=...")
+    p.add_argument("--batch-size", type=int, help="global batch (train.batch_size)")
     p.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     p.add_argument("--write", metavar="MD", help="append the results to this markdown file")
+    p.add_argument("--json", metavar="FILE", help="append the results as a JSON line")
+    p.add_argument(
+        "--synthetic",
+        metavar="CxHxW",
+        help="uniform-noise uint8 images of this shape instead of the dataset, e.g. 3x32x32",
+    )
+    p.add_argument(
+        "--as-files",
+        action="store_true",
+        help="write the images as PNG files and read them back through the decoding "
+        "DataLoader (data.num_workers workers, e.g. data.num_workers=2)",
+    )
+    p.add_argument(
+        "--compare-torchvision",
+        action="store_true",
+        help="also time per-sample torchvision.transforms.v2 views in a 2-worker DataLoader "
+        "on the same images and report the ratio",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the training step and the encoder (first call timed apart)",
+    )
+    p.add_argument(
+        "--scaling",
+        type=_int_list,
+        metavar="B1,B2,...",
+        help="instead: model step, backbone pass and the quadratic loss at each batch size",
+    )
+    p.add_argument(
+        "--knn",
+        action="store_true",
+        help="instead: k-NN (k=20) on random features, for each --bank size",
+    )
+    p.add_argument(
+        "--bank", type=_int_list, default=[60000], metavar="N1,N2,...", help="k-NN bank rows"
+    )
+    p.add_argument("--queries", type=int, default=10000, help="k-NN query count")
+    p.add_argument("--dim", type=int, default=128, help="k-NN feature dimension")
+    p.add_argument("--knn-chunk", type=int, default=1024, help="k-NN queries per chunk")
+    p.add_argument(
+        "--bank-chunk", type=int, default=16384, help="k-NN bank rows per similarity block"
+    )
+    p.add_argument("--knn-device", default="cpu", help="device of the k-NN benchmark")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("viz", help="pictures of a run: MAE reconstructions")
-    p.add_argument("kind", choices=["mae"])
+    p = sub.add_parser(
+        "viz",
+        help="pictures of a run: MAE reconstructions, ViT cls-token attention maps",
+        description="mae: original | masked | reconstruction per image (MAE runs). attention: "
+        "the last block's cls-token self-attention per head over a few test images (any ViT "
+        "run; DINO's figure).",
+    )
+    p.add_argument("kind", choices=["mae", "attention"])
     p.add_argument("run_dir")
-    p.add_argument("--out", help="PNG path (default RUN/report/mae_reconstructions.png)")
+    p.add_argument(
+        "--out", help="PNG path (default RUN/report/mae_reconstructions.png or attention.png)"
+    )
     p.add_argument("--num-images", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0, help="seed of the random masks")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random masks (mae)")
+    p.add_argument(
+        "--teacher",
+        action="store_true",
+        help="attention: use DINO's EMA teacher from the last checkpoint (the paper's figures) "
+        "instead of the exported student encoder",
+    )
     p.set_defaults(func=cmd_viz)
 
     p = sub.add_parser(

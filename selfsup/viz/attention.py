@@ -101,7 +101,7 @@ def save_attention_maps(
     pixels = F.interpolate(batch.float() / 255, size=(cell_px, cell_px), mode="bilinear")
     if pixels.shape[1] == 1:
         pixels = pixels.expand(-1, 3, -1, -1)
-    pixels = pixels.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+    rgb = pixels.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()  # [N, cell, cell, 3]
     viridis = colormaps["viridis"]
 
     cols = heads + 2
@@ -115,7 +115,7 @@ def save_attention_maps(
             ax = fig.add_axes((left, bottom, cell_px / width, cell_px / height))
             ax.set_axis_off()
             if col == 0:
-                ax.imshow(pixels[row], interpolation="nearest")
+                ax.imshow(rgb[row], interpolation="nearest")
             else:
                 ax.imshow(viridis(maps[row, col - 1].numpy()), interpolation="nearest")
             if row == 0:

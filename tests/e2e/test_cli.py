@@ -150,3 +150,18 @@ def test_pretrain_on_an_unlabelled_image_folder(tmp_path):
     assert sum(m["kind"] == "train" for m in metrics) == 2 * (40 // 16)
     assert not any("knn_top1" in m for m in metrics)
     assert (run / "encoder.safetensors").is_file()
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "vit_micro"])
+def test_dino_runs_from_the_cli_on_resnet_and_vit(backbone, tmp_path):
+    run = tmp_path / backbone
+    args = [*TINY, *METHOD_OVERRIDES["dino"], f"backbone.name={backbone}", "backbone.patch_size=4"]
+    assert main(["pretrain", *args, "train.max_steps=2", "--run-dir", str(run)]) == 0
+    assert (run / "encoder.safetensors").is_file()
+    if backbone.startswith("vit"):
+        assert main(["viz", "attention", str(run), "--num-images", "2"]) == 0
+        assert main(["viz", "attention", str(run), "--num-images", "2", "--teacher"]) == 0
+        for name in ("attention.png", "attention_teacher.png"):
+            assert (run / "report" / name).read_bytes()[:4] == b"\x89PNG"
+    else:
+        assert main(["viz", "attention", str(run)]) == 2  # a ResNet has no attention

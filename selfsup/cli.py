@@ -105,6 +105,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
         root=args.images,
         image_size=args.image_size or run.cfg.views.size,
         channels=run.in_channels,
+        # Row i of the .npy must be the features of line i of the .txt: an unreadable file is
+        # an error naming it, never silently replaced by its neighbour.
+        strict=True,
     )
     feats, _ = extract_features(
         run.encoder,

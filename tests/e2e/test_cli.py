@@ -61,6 +61,12 @@ def test_embed_writes_features_of_a_folder(run_dir, tmp_path):
     feats = np.load(out)
     assert feats.shape == (5, 64) and np.isfinite(feats).all()
     assert len(out.with_suffix(".txt").read_text().splitlines()) == 5
+    # a truncated file would break the row <-> path correspondence: named error, no output
+    data = (folder / "2.png").read_bytes()
+    (folder / "2.png").write_bytes(data[: len(data) // 2])
+    out.unlink()
+    assert main(["embed", str(run_dir), str(folder), "--out", str(out)]) == 2
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(

@@ -361,7 +361,16 @@ def _interrupt_at(trainer: Trainer, step: int, times: int = 1) -> None:
     trainer.method.after_step = interrupting  # type: ignore[method-assign]
 
 
-def test_ctrl_c_saves_the_current_step_and_resumes_bitwise(tmp_path, capsys):
+@pytest.fixture
+def sigint_enabled():
+    """Ctrl-C as in a terminal: a background job of a non-interactive shell (CI runners,
+    `cmd &`) starts with SIGINT ignored, which the trainer rightly leaves ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_saves_the_current_step_and_resumes_bitwise(tmp_path, capsys, sigint_enabled):
     straight = Trainer(small("train.checkpoint_every_steps=3"), tmp_path / "a")
     straight.fit()
     handler = signal.getsignal(signal.SIGINT)
@@ -378,7 +387,9 @@ def test_ctrl_c_saves_the_current_step_and_resumes_bitwise(tmp_path, capsys):
     assert _comparable(tmp_path / "a") == _comparable(tmp_path / "b")
 
 
-def test_a_second_ctrl_c_stops_at_once_and_keeps_the_previous_checkpoint(tmp_path, capsys):
+def test_a_second_ctrl_c_stops_at_once_and_keeps_the_previous_checkpoint(
+    tmp_path, capsys, sigint_enabled
+):
     trainer = Trainer(small("train.checkpoint_every_steps=3"), tmp_path / "run")
     _interrupt_at(trainer, 8, times=2)
     with pytest.raises(KeyboardInterrupt):

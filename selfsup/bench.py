@@ -40,7 +40,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -57,8 +57,8 @@ from selfsup.data import (
     load_dataset,
 )
 from selfsup.methods import Progress
-from selfsup.train.optim import clip_grad_norm_per_tensor_
-from selfsup.train.trainer import resolve_device, resolve_precision
+from selfsup.train.optim import ClipMode, clip_gradients_
+from selfsup.train.trainer import autocast, resolve_device, resolve_precision
 from selfsup.views import ViewSpec
 
 __all__ = [
@@ -284,11 +284,7 @@ class _StepRunner:
             self._compiled_encoder = torch.compile(self.method.encoder)
 
     def autocast(self) -> torch.autocast:
-        return torch.autocast(
-            self.device.type,
-            dtype=self.dtype or torch.float32,
-            enabled=self.dtype is not None,
-        )
+        return autocast(self.device, self.dtype)
 
     def views(self, images: Tensor) -> list[Tensor]:
         views = self.method.make_views(images, self.generator)
@@ -304,10 +300,7 @@ class _StepRunner:
         self.scaler.scale(out.loss).backward()
         if o.clip_grad is not None:
             self.scaler.unscale_(self.optimizer)
-            if o.clip_grad_mode == "per_tensor":
-                clip_grad_norm_per_tensor_(self.params, o.clip_grad)
-            else:
-                torch.nn.utils.clip_grad_norm_(self.params, o.clip_grad)
+            clip_gradients_(self.params, o.clip_grad, cast(ClipMode, o.clip_grad_mode))
         self.method.before_optimizer_step(self.progress)
         self.scaler.step(self.optimizer)
         self.scaler.update()

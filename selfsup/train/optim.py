@@ -10,7 +10,7 @@ Typical use in any training loop::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, overload
 
 import torch
@@ -21,6 +21,7 @@ __all__ = [
     "LARS",
     "build_optimizer",
     "clip_grad_norm_per_tensor_",
+    "clip_gradients_",
     "param_groups",
     "scaled_lr",
 ]
@@ -257,6 +258,24 @@ def clip_grad_norm_per_tensor_(params: Iterable[Tensor], max_norm: float) -> Non
     torch._foreach_mul_(norms, max_norm)
     torch._foreach_clamp_max_(norms, 1.0)
     torch._foreach_mul_(grads, norms)
+
+
+ClipMode = Literal["global", "per_tensor"]
+
+
+def clip_gradients_(params: Sequence[Tensor], max_norm: float, mode: ClipMode = "global") -> None:
+    """Clip gradients in place as ``optim.clip_grad`` / ``optim.clip_grad_mode`` say.
+
+    ``"global"``: one norm over all gradients (:func:`torch.nn.utils.clip_grad_norm_`);
+    ``"per_tensor"``: each parameter's gradient on its own (:func:`clip_grad_norm_per_tensor_`,
+    DINO). The trainer and the benchmark both clip through here.
+    """
+    if mode == "per_tensor":
+        clip_grad_norm_per_tensor_(params, max_norm)
+    elif mode == "global":
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+    else:
+        raise ValueError(f"clip mode must be 'global' or 'per_tensor', got {mode!r}")
 
 
 def scaled_lr(

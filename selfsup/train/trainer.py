@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -53,7 +53,7 @@ from selfsup.train.checkpoint import (
     save_encoder,
     set_rng_state,
 )
-from selfsup.train.optim import clip_grad_norm_per_tensor_
+from selfsup.train.optim import ClipMode, clip_gradients_
 from selfsup.train.schedules import cosine_schedule
 
 # With train.on_nonfinite=skip, this many skipped steps in a row mean the model itself is broken
@@ -143,6 +143,11 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if device.type == "cpu" and cpu_has_fast_bf16():
         return torch.bfloat16
     return None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """Mixed precision in ``dtype`` on ``device`` (from :func:`resolve_precision`); None = fp32."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def seed_everything(seed: int) -> None:
@@ -745,11 +750,7 @@ class Trainer:
         progress = Progress(self.step, self.total_steps, epoch, self.steps_per_epoch)
         # Skip mode: the buffers before the forward (BN statistics, queue, center), to restore.
         saved = [(b, b.detach().clone()) for b in buffers]
-        with torch.autocast(
-            self.device.type,
-            dtype=self.autocast_dtype or torch.float32,
-            enabled=self.autocast_dtype is not None,
-        ):
+        with autocast(self.device, self.autocast_dtype):
             out = (self._compiled_step or method.training_step)(views)
         loss = out.loss.detach()
         optimizer.zero_grad(set_to_none=True)
@@ -763,10 +764,7 @@ class Trainer:
                 return loss, out.logs, lr
             self._consecutive_skips = 0
         if o.clip_grad is not None:
-            if o.clip_grad_mode == "per_tensor":
-                clip_grad_norm_per_tensor_(params, o.clip_grad)
-            else:
-                torch.nn.utils.clip_grad_norm_(params, o.clip_grad)
+            clip_gradients_(params, o.clip_grad, cast(ClipMode, o.clip_grad_mode))
         method.before_optimizer_step(progress)
         self.scaler.step(optimizer)
         self.scaler.update()

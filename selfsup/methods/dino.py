@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from selfsup.methods.base import Method, Progress, StepOutput, embedding_std
 from selfsup.nn.ema import EMAUpdater, make_target, momentum_after_step
 from selfsup.nn.heads import DINOHead
-from selfsup.nn.losses import DINOLoss, dino_teacher_probs
+from selfsup.nn.losses import DINOLoss, dino_cross_entropy, dino_teacher_probs
 from selfsup.views import MultiViewTransform
 
 __all__ = ["DINO", "teacher_temperature_at"]
@@ -204,10 +204,14 @@ class DINO(Method):
         with torch.no_grad():  # the teacher sees the global crops only
             teacher = self.teacher(torch.cat(views[: self.num_global]))  # [2B, K]
         tau_t = self.teacher_temperature.clone()  # a device tensor: no host sync per step
-        # Entropy of the targets uses the center *before* the loss updates it.
+        # DINOLoss's steps written out, so the targets serve the loss and the entropy log:
+        # centered + sharpened targets, the pair-averaged cross-entropy, then the center update.
         probs = dino_teacher_probs(teacher, self.loss_fn.center, tau_t)  # [2B, K]
+        loss = dino_cross_entropy(
+            student, probs, self.num_crops, self.num_global, self.loss_fn.student_temperature
+        )
+        self.loss_fn.update_center(teacher)
         entropy = -(probs * probs.clamp_min(1e-30).log()).sum(-1).mean()
-        loss = self.loss_fn(student, teacher, self.num_crops, tau_t, self.num_global)
         logs = {
             "teacher_entropy": entropy,
             "kl": loss.detach() - entropy,

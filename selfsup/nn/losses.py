@@ -27,6 +27,7 @@ __all__ = [
     "DINOLoss",
     "NTXentLoss",
     "byol_loss",
+    "dino_cross_entropy",
     "dino_loss",
     "dino_teacher_probs",
     "infonce_queue_loss",
@@ -396,10 +397,32 @@ def dino_loss(
         1.6094
     """
     _check_dino(student, teacher, center, num_crops, num_global)
-    _check_tau(student_temperature, "DINO uses a student temperature of 0.1")
-    batch = teacher.shape[0] // num_global
     targets = dino_teacher_probs(teacher, center, teacher_temperature)  # [G*B, K]
-    targets = targets.view(num_global, batch, -1)  # [G, B, K]
+    return dino_cross_entropy(student, targets, num_crops, num_global, student_temperature)
+
+
+def dino_cross_entropy(
+    student: Tensor,
+    targets: Tensor,
+    num_crops: int,
+    num_global: int = 2,
+    student_temperature: float = 0.1,
+) -> Tensor:
+    r"""The pair-averaged cross-entropy of :func:`dino_loss`, given the teacher targets.
+
+    ``targets`` ``[G*B, K]`` are :func:`dino_teacher_probs` (probabilities, no gradient), so a
+    caller that also logs their entropy computes the softmax once. ``dino_loss(s, t, c, ...)
+    == dino_cross_entropy(s, dino_teacher_probs(t, c, tau_t), ...)``.
+
+    Example:
+        >>> targets = torch.full((4, 5), 0.2)  # uniform targets, 2 global crops, B = 2
+        >>> round(dino_cross_entropy(torch.zeros(6, 5), targets, num_crops=3).item(), 4)
+        1.6094
+    """
+    _check_dino(student, targets, torch.zeros(1, targets.shape[-1]), num_crops, num_global)
+    _check_tau(student_temperature, "DINO uses a student temperature of 0.1")
+    batch = targets.shape[0] // num_global
+    targets = targets.detach().float().view(num_global, batch, -1)  # [G, B, K]
     with _full_precision(student):
         log_p = F.log_softmax(student.float() / student_temperature, dim=-1)
         log_p = log_p.view(num_crops, batch, -1)  # [V, B, K]

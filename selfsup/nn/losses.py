@@ -310,7 +310,7 @@ def byol_loss(p: Tensor, z: Tensor) -> Tensor:
 
 
 def _check_dino(
-    student: Tensor, teacher: Tensor, center: Tensor, num_crops: int, num_global: int
+    student: Tensor, teacher: Tensor, center: Tensor | None, num_crops: int, num_global: int
 ) -> None:
     if student.ndim != 2 or teacher.ndim != 2 or student.shape[1] != teacher.shape[1]:
         raise ValueError(
@@ -332,7 +332,9 @@ def _check_dino(
             f"student has {student.shape[0] // num_crops} images per crop, teacher "
             f"{teacher.shape[0] // num_global}; both must see the same batch"
         )
-    if center.shape[-1] != teacher.shape[1] or center.numel() != teacher.shape[1]:
+    if center is not None and (
+        center.shape[-1] != teacher.shape[1] or center.numel() != teacher.shape[1]
+    ):
         raise ValueError(
             f"center must hold K={teacher.shape[1]} values ([1, K]), got {tuple(center.shape)}"
         )
@@ -419,7 +421,7 @@ def dino_cross_entropy(
         >>> round(dino_cross_entropy(torch.zeros(6, 5), targets, num_crops=3).item(), 4)
         1.6094
     """
-    _check_dino(student, targets, torch.zeros(1, targets.shape[-1]), num_crops, num_global)
+    _check_dino(student, targets, None, num_crops, num_global)
     _check_tau(student_temperature, "DINO uses a student temperature of 0.1")
     batch = targets.shape[0] // num_global
     targets = targets.detach().float().view(num_global, batch, -1)  # [G, B, K]

@@ -86,6 +86,16 @@ class Method(nn.Module):
             ]
         return []
 
+    def configure_schedules(self, total_steps: int, steps_per_epoch: int) -> None:
+        """Precompute the method's per-step schedules (EMA momentum, DINO's teacher temperature)
+        for a run of ``total_steps`` optimiser steps, as the lr schedule is precomputed.
+
+        Called once by the training step before the first step (and again, with the same values,
+        when a run resumes). The arrays are derived, not state: they are never checkpointed.
+        Default: nothing to precompute.
+        """
+        del total_steps, steps_per_epoch
+
     def before_optimizer_step(self, progress: Progress) -> None:
         """Hook after backward and gradient clipping, before the optimiser step (DINO cancels
         its last layer's gradients here during the first epoch). Default: nothing."""

@@ -15,11 +15,10 @@ from torch import nn
 from selfsup.backbones import build_backbone, feature_dim
 from selfsup.config import Config, ViewsConfig
 from selfsup.data import ImageDataset, TensorImageDataset, load_dataset
-from selfsup.methods import Method, SimCLR
-from selfsup.nn import simclr_projector
+from selfsup.methods import Method
+from selfsup.methods.registry import get_method
 from selfsup.train.optim import build_optimizer, param_groups, scaled_lr
-from selfsup.views import EvalTransform, MultiViewTransform, ViewSpec, simclr_view
-from selfsup.views.recipes import byol_views, dino_views, mae_view, moco_v2_view
+from selfsup.views import EvalTransform, MultiViewTransform, ViewSpec
 
 # ImageNet statistics: the default for image folders, whose content we cannot know in advance.
 LrRule = Literal["linear", "sqrt", "none"]
@@ -123,7 +122,7 @@ def cifar_stem(cfg: Config) -> bool:
 
 def make_backbone(cfg: Config, in_channels: int) -> nn.Module:
     b = cfg.backbone
-    return build_backbone(
+    backbone = build_backbone(
         b.name,
         in_channels,
         b.width,
@@ -132,7 +131,18 @@ def make_backbone(cfg: Config, in_channels: int) -> nn.Module:
         image_size=cfg.views.size,
         patch_size=b.patch_size,
         pool=b.pool,
+        drop_path_rate=b.drop_path_rate,
     )
+    if b.freeze_patch_embed:
+        patch_embed = getattr(backbone, "patch_embed", None)
+        if patch_embed is None:
+            raise ValueError(
+                f"backbone.freeze_patch_embed=true needs a ViT backbone, got {b.name!r}; set "
+                "backbone.freeze_patch_embed=false"
+            )
+        # MoCo v3's stop-grad-conv1: the random patch projection stays fixed (more stable).
+        patch_embed.requires_grad_(False)
+    return backbone
 
 
 def _per_view(name: str, values: list[float] | None, count: int) -> list[float | None]:
@@ -181,29 +191,10 @@ def apply_view_overrides(
 
 
 def method_view_specs(cfg: Config) -> list[ViewSpec]:
-    """Each method's own view recipe (REFERENCE.md), then the config's overrides."""
-    size = cfg.views.size
-    if cfg.method == "simclr":
-        specs = [simclr_view(size), simclr_view(size)]
-    elif cfg.method == "moco":
-        specs = [moco_v2_view(size), moco_v2_view(size)]
-    elif cfg.method in ("mocov3", "byol"):
-        specs = byol_views(size)
-    elif cfg.method == "mae":
-        specs = [mae_view(size)]
-    elif cfg.method == "dino":
-        n = cfg.dino
-        specs = dino_views(
-            size,
-            n.local_size,
-            n.num_local_crops,
-            (n.global_crop_scale[0], n.global_crop_scale[1]),
-            (n.local_crop_scale[0], n.local_crop_scale[1]),
-        )
-        return apply_view_overrides(specs, cfg.views, num_global=2)
-    else:
-        raise ValueError(f"no view recipe for method {cfg.method!r}")
-    return apply_view_overrides(specs, cfg.views)
+    """The method's own view recipe (REFERENCE.md, registered with the method), then the
+    config's ``views.*`` overrides."""
+    entry = get_method(cfg.method)
+    return apply_view_overrides(entry.views(cfg), cfg.views, entry.num_global_views)
 
 
 def eval_transform(cfg: Config) -> EvalTransform:
@@ -217,98 +208,8 @@ def make_method(cfg: Config, in_channels: int) -> Method:
         raise ValueError(
             "views.mean/std unresolved: call resolve_normalization(cfg, dataset) first"
         )
-    backbone = make_backbone(cfg, in_channels)
     recipe = MultiViewTransform(method_view_specs(cfg), cfg.views.mean, cfg.views.std)
-    dim = feature_dim(backbone)
-    if cfg.method == "simclr":
-        s = cfg.simclr
-        version = cast(Literal["v1", "v2"], s.projector)
-        projector = simclr_projector(dim, version, s.proj_hidden_dim, s.proj_out_dim)
-        return SimCLR(backbone, projector, recipe, s.temperature, s.gather_distributed)
-    if cfg.method == "moco":
-        from selfsup.methods.moco import MoCo, moco_v2_projector
-
-        m = cfg.moco
-        return MoCo(
-            backbone,
-            moco_v2_projector(dim, m.proj_hidden_dim, m.proj_out_dim),
-            recipe,
-            temperature=m.temperature,
-            queue_size=m.queue_size,
-            momentum=m.momentum,
-            split_bn=m.split_bn,
-            proj_out_dim=m.proj_out_dim,
-        )
-    if cfg.method == "mocov3":
-        from selfsup.methods.moco import MoCoV3, moco_v3_predictor, moco_v3_projector
-
-        v3 = cfg.mocov3
-        return MoCoV3(
-            backbone,
-            moco_v3_projector(dim, v3.proj_hidden_dim, v3.proj_out_dim, v3.proj_num_layers),
-            moco_v3_predictor(v3.proj_out_dim, v3.pred_hidden_dim, v3.pred_last_batch_norm),
-            recipe,
-            temperature=v3.temperature,
-            momentum_base=v3.momentum_base,
-            gather_distributed=v3.gather_distributed,
-        )
-    if cfg.method == "byol":
-        from selfsup.methods.byol import BYOL, byol_predictor, byol_projector
-
-        y = cfg.byol
-        predictor = (
-            byol_predictor(y.proj_out_dim, y.pred_hidden_dim) if y.predictor else nn.Identity()
-        )
-        return BYOL(
-            backbone,
-            byol_projector(dim, y.proj_hidden_dim, y.proj_out_dim),
-            predictor,
-            recipe,
-            momentum_base=y.momentum_base,
-            momentum_schedule=cast(Literal["cosine", "constant"], y.momentum_schedule),
-        )
-    if cfg.method == "mae":
-        from selfsup.backbones.vit import VisionTransformer
-        from selfsup.methods.mae import MAE
-
-        if not isinstance(backbone, VisionTransformer):
-            raise ValueError("MAE needs a ViT backbone: set backbone.name=vit_tiny (or vit_micro)")
-        a = cfg.mae
-        return MAE(
-            backbone,
-            recipe,
-            mask_ratio=a.mask_ratio,
-            decoder_dim=a.decoder_dim,
-            decoder_depth=a.decoder_depth,
-            decoder_heads=a.decoder_heads,
-            norm_pix_loss=a.norm_pix_loss,
-        )
-    if cfg.method == "dino":
-        from selfsup.methods.dino import DINO
-        from selfsup.nn.heads import DINOHead
-
-        n = cfg.dino
-        head = DINOHead(
-            dim,
-            n.out_dim,
-            n.hidden_dim,
-            n.bottleneck_dim,
-            batch_norm=n.head_batch_norm,
-            norm_last_layer=n.norm_last_layer,
-        )
-        return DINO(
-            backbone,
-            head,
-            recipe,
-            student_temperature=n.student_temperature,
-            teacher_temperature=n.teacher_temperature,
-            warmup_teacher_temperature=n.warmup_teacher_temperature,
-            teacher_temperature_warmup=n.teacher_temperature_warmup,
-            center_momentum=n.center_momentum,
-            momentum_base=n.momentum_base,
-            freeze_last_layer_epochs=n.freeze_last_layer_epochs,
-        )
-    raise ValueError(f"unknown method {cfg.method!r}")
+    return get_method(cfg.method).cls.from_config(cfg, make_backbone(cfg, in_channels), recipe)
 
 
 def encoder_meta(cfg: Config, in_channels: int, encoder: nn.Module) -> dict[str, Any]:
@@ -332,7 +233,7 @@ def make_optimizer(cfg: Config, method: nn.Module) -> tuple[torch.optim.Optimize
     peak_lr = scaled_lr(o.base_lr, t.batch_size, cast(LrRule, o.lr_scaling))
     optimizer = build_optimizer(
         cast(OptimizerName, o.name),
-        param_groups(method, o.weight_decay),
+        param_groups(method, o.weight_decay, o.decay_norm_and_bias),
         lr=peak_lr,
         weight_decay=o.weight_decay,
         momentum=o.momentum,

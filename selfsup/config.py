@@ -74,6 +74,8 @@ class BackboneConfig:
     zero_init_residual: bool = _f(False, "zero-initialise the last BN of every residual block")
     patch_size: int = _f(16, "ViT patch side in pixels (4 for 28/32 px images); divides views.size")
     pool: str = _f("cls", "ViT features for evaluation: cls token or mean of patch tokens")
+    drop_path_rate: float = _f(0.0, "ViT stochastic depth of the last block (DINO student: 0.1)")
+    freeze_patch_embed: bool = _f(False, "ViT: fixed random patch projection (MoCo v3)")
 
 
 @dataclass
@@ -110,6 +112,7 @@ class SimCLRConfig:
     proj_hidden_dim: int | None = _f(None, "hidden width of the projector; None = preset's")
     proj_out_dim: int = _f(128, "output dimension of the projector (128 in the paper)")
     gather_distributed: bool = _f(True, "negatives from all processes (gathered with gradient)")
+    loss_scale: str = _f("mean", "mean (paper) or sum (official code, 2x)")
 
 
 @dataclass
@@ -178,9 +181,7 @@ class DINOConfig:
         0.04, "teacher temperature after warm-up (0.04-0.07; above 0.07 is unstable)"
     )
     warmup_teacher_temperature: float = _f(0.04, "teacher temperature at step 0")
-    teacher_temperature_warmup: float = _f(
-        0.3, "fraction of the run for the linear tau_t warm-up (paper: 30 of 100 epochs)"
-    )
+    warmup_teacher_temperature_epochs: float = _f(30.0, "epochs of tau_t warm-up")
     center_momentum: float = _f(0.9, "momentum of the center in [0, 1]; 1 = no centering")
     momentum_base: float = _f(0.996, "teacher EMA momentum at step 0, cosine to 1")
     freeze_last_layer_epochs: float = _f(
@@ -207,6 +208,7 @@ class OptimConfig:
     clip_grad_mode: str = _f(
         "global", "global: one norm over all gradients; per_tensor: each parameter's own (DINO)"
     )
+    decay_norm_and_bias: bool = _f(False, "decay biases and norm parameters (MoCo v2)")
     final_weight_decay: float | None = _f(
         None, "weight decay at the end of a cosine schedule from weight_decay; None = constant"
     )
@@ -259,6 +261,7 @@ class EvalConfig:
     )
     val_fraction: float = _f(0.1, "fraction of train held out to choose hyper-parameters")
     batch_size: int = _f(512, "batch size of feature extraction")
+    network: str = _f("auto", "auto | online | target")
 
 
 @dataclass
@@ -623,10 +626,6 @@ def _validate_dino(cfg: Config) -> None:
     for name in ("student_temperature", "teacher_temperature", "warmup_teacher_temperature"):
         tau = getattr(n, name)
         _require(tau > 0, f"dino.{name} must be > 0 (0.04-0.1), got {tau}")
-    _require(
-        0 <= n.teacher_temperature_warmup <= 1,
-        "dino.teacher_temperature_warmup is a fraction of the run in [0, 1] (0.3 in the paper)",
-    )
     _require(0 <= n.center_momentum <= 1, "dino.center_momentum must be in [0, 1] (0.9)")
     _require(0 <= n.momentum_base <= 1, "dino.momentum_base must be in [0, 1] (0.996)")
     _require(n.out_dim >= 2, f"dino.out_dim must be >= 2 prototypes, got {n.out_dim}")

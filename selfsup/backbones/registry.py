@@ -74,16 +74,24 @@ def build_backbone(
     image_size: int = 224,
     patch_size: int = 16,
     pool: str = "cls",
+    drop_path_rate: float = 0.0,
 ) -> nn.Module:
     """Build a backbone by name: ``resnet18|34|50|101``, a ViT preset (``vit_tiny``...), a
     registered name, or ``timm:<model>``. ResNet options (width, CIFAR stem) and ViT options
-    (image and patch size, pooling) are ignored by the other family."""
+    (image and patch size, pooling, stochastic depth) are ignored by the other family."""
     if name in _LAYOUTS:
         return ResNet(name, width, cifar_stem, in_channels, zero_init_residual)
     if name in _vit_names():
         from selfsup.backbones.vit import build_vit
 
-        return build_vit(name, image_size, patch_size, in_channels, pool=pool)  # type: ignore[arg-type]
+        return build_vit(
+            name,
+            image_size,
+            patch_size,
+            in_channels,
+            pool=pool,  # type: ignore[arg-type]
+            drop_path_rate=drop_path_rate,
+        )
     if name.startswith("timm:"):
         return _timm_backbone(name.removeprefix("timm:"), in_channels)
     if name in _CUSTOM:

@@ -38,6 +38,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from selfsup.backbones.vit_blocks import (
+    _LN_EPS,
+    Attention,
+    Block,
+    Mlp,
+    drop_path_rates,
+    init_transformer_weights,
+)
+
 __all__ = [
     "VIT_PRESETS",
     "Attention",
@@ -59,8 +68,6 @@ VIT_PRESETS: dict[str, tuple[int, int, int]] = {
     "vit_small": (384, 12, 6),
     "vit_base": (768, 12, 12),
 }
-
-_LN_EPS = 1e-6  # LayerNorm epsilon of the official MAE / DINO ViTs
 
 
 def sincos_pos_embed_2d(embed_dim: int, grid_size: int, cls_token: bool = False) -> Tensor:
@@ -161,85 +168,6 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)  # [B, L, D], row-major patches
 
 
-class Attention(nn.Module):
-    r"""Multi-head self-attention :math:`\mathrm{softmax}(QK^\top/\sqrt{d})V` with one ``qkv`` Linear."""
-
-    def __init__(self, dim: int, num_heads: int) -> None:
-        super().__init__()
-        if num_heads < 1 or dim % num_heads != 0:
-            raise ValueError(
-                f"embedding width {dim} must split evenly over num_heads={num_heads}; choose "
-                "num_heads dividing the width (e.g. width 64 x heads)"
-            )
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        batch, tokens, _ = x.shape
-        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # [B, heads, N, head_dim] each
-        return q, k, v
-
-    def forward(self, x: Tensor) -> Tensor:
-        batch, tokens, dim = x.shape
-        q, k, v = self._qkv(x)
-        out = F.scaled_dot_product_attention(q, k, v)  # [B, heads, N, head_dim]
-        return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
-
-    def attention_weights(self, x: Tensor) -> Tensor:
-        """Attention probabilities ``[B, heads, N, N]`` (rows sum to 1) for tokens ``x [B, N, D]``."""
-        q, k, _ = self._qkv(x)
-        return (q @ k.transpose(-2, -1) * self.head_dim**-0.5).softmax(dim=-1)
-
-
-class Mlp(nn.Module):
-    """``Linear(dim, hidden) - GELU - Linear(hidden, dim)``."""
-
-    def __init__(self, dim: int, hidden_dim: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_dim, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
-class Block(nn.Module):
-    """Pre-norm Transformer block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``."""
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
-        super().__init__()
-        if mlp_ratio <= 0:
-            raise ValueError(f"mlp_ratio must be > 0 (hidden width / width), got {mlp_ratio}")
-        self.norm1 = nn.LayerNorm(dim, eps=_LN_EPS)
-        self.attn = Attention(dim, num_heads)
-        self.norm2 = nn.LayerNorm(dim, eps=_LN_EPS)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
-
-    def attention_weights(self, x: Tensor) -> Tensor:
-        """This block's attention probabilities ``[B, heads, N, N]`` for its input ``x``."""
-        return self.attn.attention_weights(self.norm1(x))
-
-
-def init_transformer_weights(module: nn.Module) -> None:
-    """MAE's initialisation: Xavier-uniform Linear weights, zero biases, LayerNorm 1 / 0."""
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.xavier_uniform_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-
 class VisionTransformer(nn.Module):
     """ViT trunk without a classifier: ``forward`` returns ``[B, feature_dim]`` features.
 
@@ -254,6 +182,8 @@ class VisionTransformer(nn.Module):
         mlp_ratio: MLP hidden width / ``D``.
         pool: ``"cls"`` -- features are the final-normed cls token (MAE linear probe, DINO);
             ``"mean"`` -- the average of the final-normed patch tokens.
+        drop_path_rate: stochastic depth of the last block, rising linearly from 0 in the
+            first (DINO's student: 0.1); active in training mode only.
 
     Example:
         >>> vit = VisionTransformer(28, 4, in_channels=1, embed_dim=32, depth=2, num_heads=2)
@@ -273,6 +203,7 @@ class VisionTransformer(nn.Module):
         num_heads: int = 12,
         mlp_ratio: float = 4.0,
         pool: Literal["cls", "mean"] = "cls",
+        drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
         if patch_size < 1 or image_size < patch_size or image_size % patch_size != 0:
@@ -302,7 +233,10 @@ class VisionTransformer(nn.Module):
         pos = sincos_pos_embed_2d(embed_dim, self.grid_size, cls_token=True)
         self.register_buffer("pos_embed", pos[None])  # [1, 1 + L, D]
         self.pos_embed: Tensor
-        self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio) for _ in range(depth)])
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, rate)
+            for rate in drop_path_rates(drop_path_rate, depth)
+        )
         self.norm = nn.LayerNorm(embed_dim, eps=_LN_EPS)
 
         init_transformer_weights(self)
@@ -372,6 +306,7 @@ def build_vit(
     patch_size: int,
     in_channels: int,
     pool: Literal["cls", "mean"] = "cls",
+    drop_path_rate: float = 0.0,
 ) -> VisionTransformer:
     """A ViT preset from :data:`VIT_PRESETS` (``vit_micro``, ``vit_tiny``, ``vit_small``, ``vit_base``).
 
@@ -391,4 +326,5 @@ def build_vit(
         depth=depth,
         num_heads=num_heads,
         pool=pool,
+        drop_path_rate=drop_path_rate,
     )

@@ -4,7 +4,8 @@ from selfsup.methods.base import Method, Progress, StepOutput, embedding_std
 from selfsup.methods.byol import BYOL
 from selfsup.methods.dino import DINO
 from selfsup.methods.mae import MAE
-from selfsup.methods.moco import MoCo, MoCoV3
+from selfsup.methods.moco import MoCo
+from selfsup.methods.mocov3 import MoCoV3
 from selfsup.methods.simclr import SimCLR
 
 METHOD_CLASSES: dict[str, type[Method]] = {

@@ -8,11 +8,12 @@ method state and a checkpoint restores it exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
+from selfsup.nn.ema import EMATarget
 from selfsup.views import MultiViewTransform
 
 
@@ -50,10 +51,20 @@ def embedding_std(embeddings: Tensor) -> Tensor:
     return z.std(dim=0).mean()
 
 
-class Method(nn.Module):
-    """Base class: a backbone (``encoder``), heads, a loss, a view recipe and per-step rules."""
+Network = Literal["online", "target"]
 
-    name: ClassVar[str] = "method"
+
+class Method(nn.Module):
+    """Base class: a backbone (``encoder``), heads, a loss, a view recipe and per-step rules.
+
+    A method with a momentum network holds it as ``self.target``, an
+    :class:`~selfsup.nn.ema.EMATarget` built from ``nn.Sequential(backbone, head...)``, so the
+    target's first module is the backbone's EMA copy. ``default_network`` names the network the
+    method's own evaluation protocol uses (DINO: the target, its teacher).
+    """
+
+    name: ClassVar[str] = "method"  # set by selfsup.methods.registry.register_method
+    default_network: ClassVar[Network] = "online"
 
     def __init__(self, backbone: nn.Module, view_recipe: MultiViewTransform) -> None:
         super().__init__()
@@ -62,8 +73,36 @@ class Method(nn.Module):
 
     @property
     def encoder(self) -> nn.Module:
-        """What downstream evaluation uses: the backbone before any projection head."""
+        """The online backbone before any projection head (what training updates)."""
         return self.backbone
+
+    @property
+    def target_encoder(self) -> nn.Module | None:
+        """The EMA copy of the backbone, or None for a method without a momentum network."""
+        target = getattr(self, "target", None)
+        return target.module[0] if isinstance(target, EMATarget) else None  # type: ignore[index]
+
+    def resolve_network(self, network: str = "auto") -> Network:
+        """``"auto"`` -> the method's protocol (``default_network``); checks the choice."""
+        if network == "auto":
+            return self.default_network
+        if network == "online":
+            return "online"
+        if network == "target":
+            if self.target_encoder is None:
+                raise ValueError(
+                    f"{self.name} has no EMA target network; use eval.network=online (or auto)"
+                )
+            return "target"
+        raise ValueError(f"network must be auto, online or target, got {network!r}")
+
+    def encoder_for(self, network: str = "auto") -> nn.Module:
+        """The backbone that evaluation and export use: online, target, or the method's own
+        choice (``"auto"``: DINO's teacher, every other method's online backbone)."""
+        if self.resolve_network(network) == "target":
+            assert self.target_encoder is not None
+            return self.target_encoder
+        return self.encoder
 
     def make_views(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
         """The method's view recipe applied to a uint8 batch ``[B, C, H, W]`` on its device."""

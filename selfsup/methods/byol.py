@@ -30,7 +30,13 @@ Differences from the reference:
       code uses :math:`\tau_k` and stops one step short of 1. The two schedules differ by
       one step out of :math:`K`.
     * Hidden Linear layers of the projector and predictor have no bias: the BatchNorm after
-      them subtracts the batch mean, which cancels a bias (the official heads keep one).
+      them subtracts the batch mean, which cancels a bias (the official heads keep one). The
+      last Linear has no bias either, as in the official heads.
+    * Colour jitter uses torchvision's brightness/contrast/saturation/hue formulas (blend
+      with black, the mean grey, the grey image; a hue rotation in HSV); the official code
+      uses its own TensorFlow formulas, with brightness as an additive shift and contrast
+      around each image's per-channel mean. The parameter ranges and probabilities are the
+      paper's.
     * Weights are initialised with PyTorch's defaults, not the official truncated normal.
     * The official code's online linear classifier is not part of the method; evaluation
       runs on the exported encoder (k-NN, linear probe).
@@ -38,25 +44,28 @@ Differences from the reference:
 
 from __future__ import annotations
 
-import math
-from typing import Literal, cast
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor, nn
 
+from selfsup.backbones import feature_dim
 from selfsup.methods.base import Method, Progress, StepOutput, embedding_std
-from selfsup.nn.ema import EMAUpdater, make_target, momentum_after_step
+from selfsup.methods.registry import register_method
+from selfsup.nn.ema import EMATarget
 from selfsup.nn.heads import mlp
 from selfsup.nn.losses import byol_loss
-from selfsup.views import MultiViewTransform
+from selfsup.views import MultiViewTransform, byol_views
+
+if TYPE_CHECKING:
+    from selfsup.config import Config
 
 __all__ = ["BYOL", "byol_predictor", "byol_projector"]
 
-MOMENTUM_SCHEDULES = ("cosine", "constant")
-
 
 def byol_projector(feature_dim: int, hidden_dim: int = 4096, out_dim: int = 256) -> nn.Sequential:
-    """BYOL projector :math:`g`: ``Linear(feature_dim, hidden) - BN - ReLU - Linear(hidden, out)``.
+    """BYOL projector :math:`g`: ``Linear(feature_dim, hidden) - BN - ReLU - Linear(hidden, out)``,
+    the last Linear without bias (official heads).
 
     Encoder features ``[B, feature_dim]`` -> projections ``[B, out_dim]`` (4096 and 256 in the
     paper).
@@ -65,7 +74,7 @@ def byol_projector(feature_dim: int, hidden_dim: int = 4096, out_dim: int = 256)
         >>> byol_projector(512, 64, 16)(torch.randn(4, 512)).shape
         torch.Size([4, 16])
     """
-    return mlp(feature_dim, hidden_dim, out_dim, num_layers=2, batch_norm=True)
+    return mlp(feature_dim, hidden_dim, out_dim, num_layers=2, batch_norm=True, bias=False)
 
 
 def byol_predictor(dim: int = 256, hidden_dim: int = 4096) -> nn.Sequential:
@@ -74,12 +83,14 @@ def byol_predictor(dim: int = 256, hidden_dim: int = 4096) -> nn.Sequential:
     Same layout as the projector, from the projection dimension back to itself.
 
     Example:
-        >>> [type(m).__name__ for m in byol_predictor(16, 64)]
-        ['Linear', 'BatchNorm1d', 'ReLU', 'Linear']
+        >>> head = byol_predictor(16, 64)
+        >>> [type(m).__name__ for m in head], head[-1].bias
+        (['Linear', 'BatchNorm1d', 'ReLU', 'Linear'], None)
     """
-    return mlp(dim, hidden_dim, dim, num_layers=2, batch_norm=True)
+    return mlp(dim, hidden_dim, dim, num_layers=2, batch_norm=True, bias=False)
 
 
+@register_method("byol", views=lambda cfg: byol_views(cfg.views.size))
 class BYOL(Method):
     r"""BYOL = online backbone + projector + predictor, EMA target backbone + projector.
 
@@ -110,9 +121,6 @@ class BYOL(Method):
         >>> method.after_step(Progress(step=0, total_steps=10, epoch=0, steps_per_epoch=10))
     """
 
-    name = "byol"
-    target_momentum: Tensor  # registered buffer, 0-d
-
     def __init__(
         self,
         backbone: nn.Module,
@@ -128,34 +136,31 @@ class BYOL(Method):
                 f"BYOL uses exactly 2 views, the recipe makes {view_recipe.num_views}; "
                 "build it from selfsup.views.byol_views(size)"
             )
-        if not (math.isfinite(momentum_base) and 0.0 <= momentum_base <= 1.0):
-            raise ValueError(
-                f"momentum_base must be in [0, 1], got {momentum_base}; BYOL uses 0.996 "
-                "(1000 epochs) or 0.99 (300 epochs, and shorter runs)"
-            )
-        if momentum_schedule not in MOMENTUM_SCHEDULES:
-            raise ValueError(
-                f"momentum_schedule must be one of {MOMENTUM_SCHEDULES}, got "
-                f"{momentum_schedule!r}; 'cosine' is the paper's schedule"
-            )
         self.projector = projector
         self.predictor = predictor
-        self.momentum_base = float(momentum_base)
-        self.momentum_schedule = momentum_schedule
-        online = nn.Sequential(backbone, projector)  # a view of the online modules, not stored
-        # target[0] = f_xi, target[1] = g_xi: no gradient, updated by after_step only.
-        self.target = cast(nn.Sequential, make_target(online))
-        # Pairs target and online tensors by name once; looks them up at each update, so it
-        # stays valid after .to(device). Not a module: the target holds the state.
-        self._ema = EMAUpdater(self.target, online, buffers="keep")
-        # The momentum of the latest EMA update, kept on the device for logging.
-        self.register_buffer("target_momentum", torch.tensor(self.momentum_base))
-
-    def momentum_at(self, progress: Progress) -> float:
-        r""":math:`\tau` of the EMA update after the step ``progress.step`` (``k + 1`` steps done)."""
-        return momentum_after_step(
-            self.momentum_base, progress.step, progress.total_steps, self.momentum_schedule
+        # target.module[0] = f_xi, target.module[1] = g_xi: no gradient, moved by after_step.
+        self.target = EMATarget(
+            nn.Sequential(backbone, projector), momentum_base, momentum_schedule
         )
+
+    @classmethod
+    def from_config(cls, cfg: Config, backbone: nn.Module, view_recipe: MultiViewTransform) -> BYOL:
+        y = cfg.byol
+        predictor = (
+            byol_predictor(y.proj_out_dim, y.pred_hidden_dim) if y.predictor else nn.Identity()
+        )
+        return cls(
+            backbone,
+            byol_projector(feature_dim(backbone), y.proj_hidden_dim, y.proj_out_dim),
+            predictor,
+            view_recipe,
+            momentum_base=y.momentum_base,
+            momentum_schedule=y.momentum_schedule,
+        )
+
+    def configure_schedules(self, total_steps: int, steps_per_epoch: int) -> None:
+        del steps_per_epoch
+        self.target.configure(total_steps)
 
     def training_step(self, views: list[Tensor]) -> StepOutput:
         x1, x2 = views  # [N, C, H, W] each
@@ -171,13 +176,11 @@ class BYOL(Method):
         z = torch.cat([z1, z2]).detach()  # [2N, D]
         logs = {
             "embedding_std": embedding_std(z),
-            "target_momentum": self.target_momentum.detach().clone(),
+            "target_momentum": self.target.momentum.detach().clone(),
         }
         return StepOutput(loss, logs, z)
 
     def after_step(self, progress: Progress) -> None:
         r"""EMA of the online backbone and projector into the target: :math:`\xi \leftarrow
         \tau \xi + (1 - \tau) \theta` (parameters only; the target keeps its BN statistics)."""
-        momentum = self.momentum_at(progress)
-        self._ema.update(momentum)
-        self.target_momentum.fill_(momentum)
+        self.target.update(progress.step, progress.total_steps)

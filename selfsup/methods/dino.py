@@ -18,8 +18,14 @@ distribution on every *other* crop:
     \theta_t \leftarrow \lambda_k \theta_t + (1 - \lambda_k) \theta_s, \quad
     \lambda_k = 1 - (1 - 0.996) \frac{\cos(\pi k / K) + 1}{2}.
 
-The teacher temperature :math:`\tau_t` warms up linearly (0.04 -> 0.07 over the first 30% of
-the run in the paper's 100-epoch setting) and then stays constant; :math:`\tau_s = 0.1`.
+The teacher temperature :math:`\tau_t` warms up linearly over a fixed number of epochs (0.04
+-> 0.07 over 30 epochs in the paper, also in its 300-epoch recipe) and then stays constant;
+:math:`\tau_s = 0.1`. It and the EMA momentum are per-step arrays, precomputed for the run
+(:meth:`DINO.configure_schedules`). The teacher is the method's :class:`~selfsup.nn.ema.EMATarget`
+(``target``); it is the network evaluated and exported by default, as in the official evaluation
+and every published DINO k-NN number (``eval.network=online`` picks the student). A ViT student
+uses stochastic depth (``backbone.drop_path_rate``, 0.1 in the official code); the teacher never
+drops paths.
 Centering stops one prototype from dominating, sharpening stops the targets from going
 uniform: without centering the teacher output collapses to one dimension (entropy -> 0,
 tested). During the first epoch(s) the gradients of the head's last layer are dropped
@@ -30,9 +36,10 @@ The trainer supplies the rest of the recipe: AdamW, weight decay on a cosine 0.0
 (``optim.clip_grad_mode=per_tensor``).
 
 Differences from the reference:
-    * Schedules are per step: :math:`\tau_t` rises linearly over warm-up *steps* (the code
-      steps it per epoch), and the EMA after step :math:`k` uses :math:`\lambda_{k+1}`, so
-      the last update is exactly 1 (see :func:`~selfsup.nn.ema.momentum_after_step`).
+    * Schedules are per step: :math:`\tau_t` rises linearly over the warm-up epochs' *steps*
+      (the code steps it per epoch), and the EMA after step :math:`k` uses
+      :math:`\lambda_{k+1}`, so the last update is exactly 1 (see
+      :func:`~selfsup.nn.ema.momentum_schedule`).
     * Our ViT uses fixed sin-cos position embeddings (interpolated for local crops) instead of
       learned ones.
 """
@@ -40,34 +47,49 @@ Differences from the reference:
 from __future__ import annotations
 
 import math
-from typing import cast
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from selfsup.backbones import feature_dim
 from selfsup.methods.base import Method, Progress, StepOutput, embedding_std
-from selfsup.nn.ema import EMAUpdater, make_target, momentum_after_step
+from selfsup.methods.registry import register_method
+from selfsup.nn.ema import EMATarget
 from selfsup.nn.heads import DINOHead
 from selfsup.nn.losses import DINOLoss, dino_cross_entropy, dino_teacher_probs
-from selfsup.views import MultiViewTransform
+from selfsup.views import MultiViewTransform, ViewSpec, dino_views
 
-__all__ = ["DINO", "teacher_temperature_at"]
+if TYPE_CHECKING:
+    from selfsup.config import Config
+
+__all__ = ["DINO", "teacher_temperature_schedule"]
 
 
-def teacher_temperature_at(
-    step: int, total_steps: int, start: float, final: float, warmup_fraction: float
-) -> float:
-    r"""Teacher temperature at optimiser step ``step``: linear from ``start`` to ``final`` over
-    the first ``warmup_fraction`` of the run, then ``final``.
+def teacher_temperature_schedule(
+    start: float, final: float, warmup_steps: int, total_steps: int
+) -> np.ndarray:
+    r"""The teacher temperature of every step: linear from ``start`` to ``final`` over the first
+    ``warmup_steps`` steps, then ``final`` (the paper: 0.04 -> 0.07 over 30 epochs' steps).
 
     Example:
-        >>> [round(teacher_temperature_at(k, 10, 0.04, 0.07, 0.3), 3) for k in (0, 1, 3, 9)]
-        [0.04, 0.05, 0.07, 0.07]
+        >>> teacher_temperature_schedule(0.04, 0.07, 3, 6).round(3).tolist()
+        [0.04, 0.05, 0.06, 0.07, 0.07, 0.07]
     """
-    warmup_steps = round(warmup_fraction * total_steps)
-    if warmup_steps <= 0 or step >= warmup_steps:
-        return final
-    return start + (final - start) * step / warmup_steps
+    steps = np.arange(total_steps, dtype=np.float64)
+    if warmup_steps <= 0:
+        return np.full(total_steps, float(final))
+    return np.where(
+        steps < warmup_steps, start + (final - start) * steps / warmup_steps, float(final)
+    )
+
+
+def _views(cfg: Config) -> list[ViewSpec]:
+    n = cfg.dino
+    global_scale = (n.global_crop_scale[0], n.global_crop_scale[1])
+    local_scale = (n.local_crop_scale[0], n.local_crop_scale[1])
+    return dino_views(cfg.views.size, n.local_size, n.num_local_crops, global_scale, local_scale)
 
 
 def _same_size_groups(views: list[Tensor]) -> list[tuple[int, int]]:
@@ -80,6 +102,7 @@ def _same_size_groups(views: list[Tensor]) -> list[tuple[int, int]]:
     return groups
 
 
+@register_method("dino", views=_views, num_global_views=2)
 class DINO(Method):
     r"""DINO = student (backbone + DINO head), EMA teacher, centered + sharpened targets.
 
@@ -92,8 +115,8 @@ class DINO(Method):
         student_temperature: :math:`\tau_s` (0.1).
         teacher_temperature: :math:`\tau_t` after warm-up (0.04 code default, 0.07 paper).
         warmup_teacher_temperature: :math:`\tau_t` at step 0 (0.04).
-        teacher_temperature_warmup: fraction of the run over which :math:`\tau_t` warms up
-            (0.3 = the paper's 30 of 100 epochs); 0 = constant.
+        warmup_teacher_temperature_epochs: epochs of the linear :math:`\tau_t` warm-up (30 in
+            the paper and its 300-epoch recipe; a no-op while both temperatures are equal).
         center_momentum: momentum of the center (0.9); 1 turns centering off (ablation).
         momentum_base: teacher EMA momentum at step 0, cosine to 1 (0.996; 0.9995 for batch
             256 in the paper's small-batch table).
@@ -103,7 +126,7 @@ class DINO(Method):
     Logs, every logged step: ``teacher_entropy`` (mean entropy of the teacher targets, in
     nats; :math:`\ln K` = uniform collapse, ~0 = one prototype dominates), ``kl`` (mean
     :math:`KL(P_t \| P_s)` over the loss pairs = loss - entropy), ``teacher_temperature``,
-    ``teacher_momentum`` and ``embedding_std`` of the student's normalised bottleneck.
+    ``target_momentum`` and ``embedding_std`` of the student's normalised bottleneck.
 
     Example:
         >>> from selfsup.views import dino_views
@@ -119,9 +142,8 @@ class DINO(Method):
         (torch.Size([]), ['embedding_std', 'kl'])
     """
 
-    name = "dino"
-    teacher_temperature: Tensor  # 0-d buffers: the values the next step uses / the last used
-    teacher_momentum: Tensor
+    default_network = "target"  # the teacher is evaluated (official protocol)
+    teacher_temperature: Tensor  # 0-d buffer: the value the next step uses
 
     def __init__(
         self,
@@ -131,7 +153,7 @@ class DINO(Method):
         student_temperature: float = 0.1,
         teacher_temperature: float = 0.04,
         warmup_teacher_temperature: float = 0.04,
-        teacher_temperature_warmup: float = 0.0,
+        warmup_teacher_temperature_epochs: float = 30.0,
         center_momentum: float = 0.9,
         momentum_base: float = 0.996,
         freeze_last_layer_epochs: float = 1.0,
@@ -151,14 +173,10 @@ class DINO(Method):
                     f"{name} must be > 0, got {tau}; DINO uses 0.04 -> 0.07 (above 0.07 is "
                     "unstable)"
                 )
-        if not 0.0 <= teacher_temperature_warmup <= 1.0:
+        if not warmup_teacher_temperature_epochs >= 0:
             raise ValueError(
-                f"teacher_temperature_warmup is a fraction of the run in [0, 1], got "
-                f"{teacher_temperature_warmup}; the paper warms up over 30% (0.3)"
-            )
-        if not (math.isfinite(momentum_base) and 0.0 <= momentum_base <= 1.0):
-            raise ValueError(
-                f"momentum_base must be in [0, 1] (0.996 in DINO), got {momentum_base}"
+                f"warmup_teacher_temperature_epochs must be >= 0, got "
+                f"{warmup_teacher_temperature_epochs}; the paper warms up over 30 epochs"
             )
         if not freeze_last_layer_epochs >= 0:
             raise ValueError(
@@ -167,21 +185,56 @@ class DINO(Method):
         self.head = head
         self.num_crops = view_recipe.num_views
         self.num_global = 2
-        self.loss_fn = DINOLoss(head.out_dim, student_temperature, center_momentum)
+        self.criterion = DINOLoss(head.out_dim, student_temperature, center_momentum)
         self.final_teacher_temperature = float(teacher_temperature)
         self.warmup_teacher_temperature = float(warmup_teacher_temperature)
-        self.teacher_temperature_warmup = float(teacher_temperature_warmup)
-        self.momentum_base = float(momentum_base)
+        self.warmup_teacher_temperature_epochs = float(warmup_teacher_temperature_epochs)
         self.freeze_last_layer_epochs = float(freeze_last_layer_epochs)
-        student = nn.Sequential(backbone, head)  # a view of the student modules, not stored
-        # teacher[0] = backbone, teacher[1] = head: no gradient, updated by after_step only.
-        self.teacher = cast(nn.Sequential, make_target(student))
-        self._ema = EMAUpdater(self.teacher, student, buffers="keep")  # not a module
+        # The teacher: target.module[0] = backbone, [1] = head; no gradient, no stochastic
+        # depth, moved by after_step only.
+        self.target = EMATarget(nn.Sequential(backbone, head), momentum_base, "cosine")
         start = (
-            warmup_teacher_temperature if teacher_temperature_warmup > 0 else teacher_temperature
+            warmup_teacher_temperature
+            if warmup_teacher_temperature_epochs > 0
+            else teacher_temperature
         )
         self.register_buffer("teacher_temperature", torch.tensor(float(start)))
-        self.register_buffer("teacher_momentum", torch.tensor(self.momentum_base))
+        self.teacher_temperatures: np.ndarray | None = None  # per step, from configure_schedules
+
+    @classmethod
+    def from_config(cls, cfg: Config, backbone: nn.Module, view_recipe: MultiViewTransform) -> DINO:
+        n = cfg.dino
+        head = DINOHead(
+            feature_dim(backbone),
+            n.out_dim,
+            n.hidden_dim,
+            n.bottleneck_dim,
+            batch_norm=n.head_batch_norm,
+            norm_last_layer=n.norm_last_layer,
+        )
+        return cls(
+            backbone,
+            head,
+            view_recipe,
+            student_temperature=n.student_temperature,
+            teacher_temperature=n.teacher_temperature,
+            warmup_teacher_temperature=n.warmup_teacher_temperature,
+            warmup_teacher_temperature_epochs=n.warmup_teacher_temperature_epochs,
+            center_momentum=n.center_momentum,
+            momentum_base=n.momentum_base,
+            freeze_last_layer_epochs=n.freeze_last_layer_epochs,
+        )
+
+    def configure_schedules(self, total_steps: int, steps_per_epoch: int) -> None:
+        """Precompute the teacher momentum and temperature of every step of the run."""
+        self.target.configure(total_steps)
+        warmup_steps = round(self.warmup_teacher_temperature_epochs * steps_per_epoch)
+        self.teacher_temperatures = teacher_temperature_schedule(
+            self.warmup_teacher_temperature,
+            self.final_teacher_temperature,
+            min(warmup_steps, total_steps),
+            total_steps,
+        )
 
     def _student(self, views: list[Tensor]) -> tuple[Tensor, Tensor]:
         """Logits ``[V*B, K]`` and normalised bottleneck of the global crops ``[2B, d]``.
@@ -202,21 +255,21 @@ class DINO(Method):
             raise ValueError(f"DINO was built for {self.num_crops} crops, got {len(views)}")
         student, z = self._student(views)  # [V*B, K], [2B, d]
         with torch.no_grad():  # the teacher sees the global crops only
-            teacher = self.teacher(torch.cat(views[: self.num_global]))  # [2B, K]
+            teacher = self.target(torch.cat(views[: self.num_global]))  # [2B, K]
         tau_t = self.teacher_temperature.clone()  # a device tensor: no host sync per step
         # DINOLoss's steps written out, so the targets serve the loss and the entropy log:
         # centered + sharpened targets, the pair-averaged cross-entropy, then the center update.
-        probs = dino_teacher_probs(teacher, self.loss_fn.center, tau_t)  # [2B, K]
+        probs = dino_teacher_probs(teacher, self.criterion.center, tau_t)  # [2B, K]
         loss = dino_cross_entropy(
-            student, probs, self.num_crops, self.num_global, self.loss_fn.student_temperature
+            student, probs, self.num_crops, self.num_global, self.criterion.student_temperature
         )
-        self.loss_fn.update_center(teacher)
+        self.criterion.update_center(teacher)
         entropy = -(probs * probs.clamp_min(1e-30).log()).sum(-1).mean()
         logs = {
             "teacher_entropy": entropy,
             "kl": loss.detach() - entropy,
             "teacher_temperature": tau_t,
-            "teacher_momentum": self.teacher_momentum.detach().clone(),
+            "target_momentum": self.target.momentum.detach().clone(),
             "embedding_std": embedding_std(z.detach()),
         }
         return StepOutput(loss, logs, z.detach())
@@ -231,17 +284,15 @@ class DINO(Method):
     def after_step(self, progress: Progress) -> None:
         r"""EMA of the student into the teacher with :math:`\lambda_{k+1}` (parameters only;
         the teacher keeps its BN statistics); set :math:`\tau_t` for the next step."""
-        momentum = momentum_after_step(self.momentum_base, progress.step, progress.total_steps)
-        self._ema.update(momentum)
-        self.teacher_momentum.fill_(momentum)
-        tau_next = teacher_temperature_at(
-            min(progress.step + 1, progress.total_steps - 1),
-            progress.total_steps,
-            self.warmup_teacher_temperature,
-            self.final_teacher_temperature,
-            self.teacher_temperature_warmup,
+        self.target.update(progress.step, progress.total_steps)
+        temperatures = self.teacher_temperatures
+        if temperatures is None or len(temperatures) != progress.total_steps:
+            self.configure_schedules(progress.total_steps, progress.steps_per_epoch)
+            temperatures = self.teacher_temperatures
+        assert temperatures is not None
+        self.teacher_temperature.fill_(
+            float(temperatures[min(progress.step + 1, len(temperatures) - 1)])
         )
-        self.teacher_temperature.fill_(tau_next)
 
     def diagnose(self, logs: dict[str, float]) -> list[str]:
         """Warnings for DINO's two collapse modes, from the logged entropy and KL."""
@@ -268,6 +319,6 @@ class DINO(Method):
         return (
             f"num_crops={self.num_crops}, teacher_temperature={self.final_teacher_temperature}"
             f" (warm-up from {self.warmup_teacher_temperature} over "
-            f"{self.teacher_temperature_warmup:.0%} of the run), momentum_base="
-            f"{self.momentum_base}, freeze_last_layer_epochs={self.freeze_last_layer_epochs}"
+            f"{self.warmup_teacher_temperature_epochs:g} epochs), "
+            f"freeze_last_layer_epochs={self.freeze_last_layer_epochs}"
         )

@@ -39,6 +39,8 @@ Differences from the reference:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
@@ -49,19 +51,24 @@ from selfsup.backbones.vit import (
     sincos_pos_embed_2d,
 )
 from selfsup.methods.base import Method, StepOutput, embedding_std
+from selfsup.methods.registry import register_method
 from selfsup.nn.masking import num_kept, patchify, random_masking, unpatchify
-from selfsup.views import MultiViewTransform
+from selfsup.views import MultiViewTransform, mae_view
+
+if TYPE_CHECKING:
+    from selfsup.config import Config
 
 __all__ = ["MAE"]
 
 _NORM_PIX_EPS = 1e-6
 
 
+@register_method("mae", views=lambda cfg: [mae_view(cfg.views.size)])
 class MAE(Method):
     """Masked autoencoder: a ViT encoder on visible patches, a light decoder predicting pixels.
 
     Args:
-        encoder: the ViT (its ``image_size`` and ``patch_size`` fix the patch grid).
+        backbone: the ViT encoder (its ``image_size`` and ``patch_size`` fix the patch grid).
         view_recipe: exactly one view of side ``encoder.image_size`` (crop + flip, e.g.
             :func:`selfsup.views.mae_view`).
         mask_ratio: fraction of patches removed, in (0, 1); 0.75 in the paper.
@@ -82,11 +89,9 @@ class MAE(Method):
         torch.Size([])
     """
 
-    name = "mae"
-
     def __init__(
         self,
-        encoder: VisionTransformer,
+        backbone: nn.Module,
         view_recipe: MultiViewTransform,
         mask_ratio: float = 0.75,
         decoder_dim: int = 512,
@@ -94,12 +99,14 @@ class MAE(Method):
         decoder_heads: int = 16,
         norm_pix_loss: bool = False,
     ) -> None:
-        super().__init__(encoder, view_recipe)
-        if not isinstance(encoder, VisionTransformer):
+        super().__init__(backbone, view_recipe)
+        if not isinstance(backbone, VisionTransformer):
             raise ValueError(
-                f"MAE needs a selfsup VisionTransformer encoder (it masks patch tokens), got "
-                f"{type(encoder).__name__}; build one with selfsup.backbones.vit.build_vit"
+                f"MAE needs a selfsup VisionTransformer backbone (it masks patch tokens), got "
+                f"{type(backbone).__name__}; set backbone.name=vit_micro|vit_tiny|... (or build "
+                "one with selfsup.backbones.vit.build_vit)"
             )
+        encoder = backbone
         if view_recipe.num_views != 1:
             raise ValueError(
                 f"MAE uses exactly 1 view per image, the recipe makes {view_recipe.num_views}; "
@@ -135,6 +142,19 @@ class MAE(Method):
             init_transformer_weights(module)
         init_transformer_weights(self.decoder_pred)
         nn.init.normal_(self.mask_token, std=0.02)
+
+    @classmethod
+    def from_config(cls, cfg: Config, backbone: nn.Module, view_recipe: MultiViewTransform) -> MAE:
+        a = cfg.mae
+        return cls(
+            backbone,
+            view_recipe,
+            mask_ratio=a.mask_ratio,
+            decoder_dim=a.decoder_dim,
+            decoder_depth=a.decoder_depth,
+            decoder_heads=a.decoder_heads,
+            norm_pix_loss=a.norm_pix_loss,
+        )
 
     @property
     def encoder(self) -> VisionTransformer:

@@ -11,7 +11,14 @@ from selfsup.nn.distributed import (
     unshuffle_batch,
     world_size,
 )
-from selfsup.nn.ema import EMAUpdater, cosine_momentum, ema_update_, make_target
+from selfsup.nn.ema import (
+    EMATarget,
+    EMAUpdater,
+    cosine_momentum,
+    ema_update_,
+    make_target,
+    momentum_schedule,
+)
 from selfsup.nn.heads import ScaleOnlyBatchNorm1d, mlp, simclr_projector
 from selfsup.nn.losses import (
     NTXentLoss,
@@ -24,6 +31,7 @@ from selfsup.nn.masking import num_kept, patchify, random_masking, unpatchify
 from selfsup.nn.queue import MemoryQueue
 
 __all__ = [
+    "EMATarget",
     "EMAUpdater",
     "MemoryQueue",
     "NTXentLoss",
@@ -41,6 +49,7 @@ __all__ = [
     "make_target",
     "mlp",
     "moco_v3_loss",
+    "momentum_schedule",
     "nt_xent_loss",
     "num_kept",
     "patchify",

@@ -23,10 +23,19 @@ import copy
 import math
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+from torchvision.ops import StochasticDepth
 
-__all__ = ["EMAUpdater", "cosine_momentum", "ema_update_", "make_target", "momentum_after_step"]
+__all__ = [
+    "EMATarget",
+    "EMAUpdater",
+    "cosine_momentum",
+    "ema_update_",
+    "make_target",
+    "momentum_schedule",
+]
 
 BufferPolicy = Literal["keep", "copy", "ema"]
 _BUFFER_POLICIES = ("keep", "copy", "ema")
@@ -74,29 +83,32 @@ def cosine_momentum(base: float, step: int, total_steps: int) -> float:
     return 1.0 - (1.0 - base) * (math.cos(math.pi * step / total_steps) + 1.0) / 2.0
 
 
-def momentum_after_step(
-    base: float, step: int, total_steps: int, schedule: Literal["cosine", "constant"] = "cosine"
-) -> float:
-    r"""Momentum of the EMA update that follows optimiser step ``step`` (0-based).
+def momentum_schedule(
+    base: float, total_steps: int, schedule: Literal["cosine", "constant"] = "cosine"
+) -> np.ndarray:
+    r"""The momentum of the EMA update after each optimiser step ``k = 0 .. K-1``, as an array.
 
-    After step :math:`k`, :math:`k + 1` steps are done, so the update uses
-    :math:`m_{k+1}` of :func:`cosine_momentum` and the last update of the run uses exactly
-    :math:`m_K = 1`. (The official BYOL/DINO code uses :math:`m_k` and stops one step short of
-    1; the two schedules differ by one step out of :math:`K`.) ``"constant"`` returns ``base``.
-    Shared by BYOL, MoCo v3 and DINO.
+    Precomputed like the learning-rate schedule (DINO's ``momentum_schedule[it]``): after step
+    :math:`k`, :math:`k + 1` steps are done, so entry :math:`k` is :math:`m_{k+1}` of
+    :func:`cosine_momentum` and the last update of the run uses exactly :math:`m_K = 1`. (The
+    official BYOL/DINO code uses :math:`m_k` and stops one step short of 1.) ``"constant"``
+    repeats ``base`` (MoCo v2).
 
     Example:
-        >>> momentum_after_step(0.996, 9, 10), momentum_after_step(0.9, 3, 10, "constant")
-        (1.0, 0.9)
+        >>> momentum_schedule(0.9, 4).round(4).tolist()
+        [0.9146, 0.95, 0.9854, 1.0]
+        >>> momentum_schedule(0.999, 3, "constant").tolist()
+        [0.999, 0.999, 0.999]
     """
-    if schedule == "constant":
-        return base
-    if schedule != "cosine":
+    if schedule not in ("cosine", "constant"):
         raise ValueError(
             f"momentum schedule must be 'cosine' or 'constant', got {schedule!r}; 'cosine' is "
-            "the BYOL/MoCo v3/DINO schedule"
+            "the BYOL/MoCo v3/DINO schedule, 'constant' MoCo v2's"
         )
-    return cosine_momentum(base, step + 1, total_steps)
+    cosine_momentum(base, 0, max(1, total_steps))  # validates base and total_steps
+    if schedule == "constant":
+        return np.full(total_steps, float(base))
+    return np.array([cosine_momentum(base, k + 1, total_steps) for k in range(total_steps)])
 
 
 def make_target(online: nn.Module) -> nn.Module:
@@ -328,3 +340,73 @@ class EMAUpdater:
             momentum,
             self.buffers,
         )
+
+
+class EMATarget(nn.Module):
+    r"""The momentum network of BYOL, MoCo and DINO: one object for the target / key encoder /
+    teacher, which the methods differ from only in heads and loss.
+
+    Holds the no-gradient copy of the online network (``module``, from :func:`make_target`),
+    the per-step momentum array (``schedule``, from :func:`momentum_schedule`, set by
+    :meth:`configure`) and the momentum of the latest update (``momentum``, a 0-d buffer that
+    the methods log). :meth:`update` after optimiser step :math:`k` applies
+    :math:`\theta_t \leftarrow m_k\, \theta_t + (1 - m_k)\, \theta_o` over parameters; the
+    target keeps its own BatchNorm statistics (``buffers="keep"``, as the official code).
+
+    Example:
+        >>> online = nn.Sequential(nn.Linear(2, 2))
+        >>> target = EMATarget(online, momentum_base=0.5, schedule="constant")
+        >>> with torch.no_grad():
+        ...     _ = online[0].weight.add_(1.0)
+        >>> target.update(step=0, total_steps=10)  # half-way to the online weights
+        >>> torch.allclose(target.module[0].weight, online[0].weight - 0.5), float(target.momentum)
+        (True, 0.5)
+    """
+
+    momentum: Tensor  # 0-d buffer: the momentum of the latest update (momentum_base before)
+
+    def __init__(
+        self,
+        online: nn.Module,
+        momentum_base: float,
+        schedule: Literal["cosine", "constant"] = "cosine",
+        buffers: BufferPolicy = "keep",
+    ) -> None:
+        super().__init__()
+        _check_momentum(momentum_base)
+        if schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
+        self.momentum_base = float(momentum_base)
+        self.schedule_kind: Literal["cosine", "constant"] = schedule
+        self.module = make_target(online)
+        for module in self.module.modules():  # the target never drops paths (DINO's teacher)
+            if isinstance(module, StochasticDepth):
+                module.p = 0.0
+        # Pairs tensors by name once, looks them up per update (valid after .to(device)).
+        self._updater = EMAUpdater(self.module, online, buffers)
+        self.register_buffer("momentum", torch.tensor(self.momentum_base))
+        self.schedule: np.ndarray | None = None  # derived from the run length, not state
+
+    def configure(self, total_steps: int) -> None:
+        """Precompute the momentum of every update of a run of ``total_steps`` steps."""
+        self.schedule = momentum_schedule(self.momentum_base, total_steps, self.schedule_kind)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.module(x)
+
+    def __getitem__(self, index: int) -> nn.Module:
+        """``target[0]`` is the EMA copy of the online network's first module (the backbone)."""
+        return self.module[index]  # type: ignore[index]
+
+    @torch.no_grad()
+    def update(self, step: int, total_steps: int) -> None:
+        """The EMA update after optimiser step ``step`` (0-based) of ``total_steps``."""
+        if self.schedule is None or len(self.schedule) != total_steps:
+            self.configure(total_steps)  # a user loop that never called configure
+        assert self.schedule is not None
+        momentum = float(self.schedule[step])
+        self._updater.update(momentum)
+        self.momentum.fill_(momentum)
+
+    def extra_repr(self) -> str:
+        return f"momentum_base={self.momentum_base}, schedule={self.schedule_kind}"

@@ -177,12 +177,16 @@ def _check_hyperparameters(lr: float, momentum: float, weight_decay: float, eta:
         )
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Split trainable parameters into a decayed group and a BatchNorm/bias group.
+def param_groups(
+    model: nn.Module, weight_decay: float, decay_norm_and_bias: bool = False
+) -> list[dict[str, Any]]:
+    """Split trainable parameters into a weight group and a BatchNorm/bias group.
 
     Parameters with ``ndim <= 1`` (biases, BatchNorm/LayerNorm scales and shifts, tokens
-    stored as vectors) get ``weight_decay=0`` and ``lars_exclude=True``; all others (conv
-    and linear weights) get ``weight_decay`` and ``lars_exclude=False``. Parameters with
+    stored as vectors) get ``weight_decay=0`` (``weight_decay`` with ``decay_norm_and_bias``,
+    as MoCo v2's official SGD) and ``lars_exclude=True``; all others (conv and linear weights)
+    get ``weight_decay`` and ``lars_exclude=False``. Each group says whether it decays
+    (``"decay"``), which a weight-decay schedule reads. Parameters with
     ``requires_grad=False`` are left out, and so are empty groups.
 
     Returns:
@@ -198,8 +202,13 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
             continue
         (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [
-        {"params": decay, "weight_decay": weight_decay, "lars_exclude": False},
-        {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True},
+        {"params": decay, "weight_decay": weight_decay, "lars_exclude": False, "decay": True},
+        {
+            "params": no_decay,
+            "weight_decay": weight_decay if decay_norm_and_bias else 0.0,
+            "lars_exclude": True,
+            "decay": decay_norm_and_bias,
+        },
     ]
     return [g for g in groups if g["params"]]
 

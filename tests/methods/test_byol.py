@@ -168,15 +168,15 @@ def test_ema_rule_on_parameters_and_target_keeps_its_batch_norm_statistics() -> 
     with torch.no_grad():
         for p in [*method.backbone.parameters(), *method.projector.parameters()]:
             p.add_(torch.randn_like(p))
-        bn = method.target.get_submodule("1.1")  # the target projector's BatchNorm
+        bn = method.target[1][1]  # the target projector's BatchNorm
         assert isinstance(bn, nn.BatchNorm1d)
         assert bn.running_mean is not None and bn.running_var is not None
         running_mean, running_var = bn.running_mean, bn.running_var
         running_mean.fill_(7.0)
         running_var.fill_(3.0)
     online = {
-        **{f"0.{k}": v.clone() for k, v in method.backbone.named_parameters()},
-        **{f"1.{k}": v.clone() for k, v in method.projector.named_parameters()},
+        **{f"module.0.{k}": v.clone() for k, v in method.backbone.named_parameters()},
+        **{f"module.1.{k}": v.clone() for k, v in method.projector.named_parameters()},
     }
     before = {k: v.clone() for k, v in method.target.named_parameters()}
     method.after_step(Progress(step=0, total_steps=10, epoch=0, steps_per_epoch=10))
@@ -185,13 +185,15 @@ def test_ema_rule_on_parameters_and_target_keeps_its_batch_norm_statistics() -> 
         torch.testing.assert_close(p, expected, rtol=0, atol=1e-6, msg=name)
     assert bn.running_mean is running_mean and bn.running_var is running_var
     assert torch.all(running_mean == 7.0) and torch.all(running_var == 3.0)
-    assert method.target_momentum.item() == pytest.approx(0.9)
+    assert method.target.momentum.item() == pytest.approx(0.9)
 
 
 def test_cosine_momentum_per_step_reaches_one_at_the_last_step() -> None:
     method = _mlp_byol(momentum_base=0.99)
     total = 20
-    taus = [method.momentum_at(Progress(k, total, 0, total)) for k in range(total)]
+    method.configure_schedules(total, steps_per_epoch=total)
+    assert method.target.schedule is not None
+    taus = method.target.schedule.tolist()
     for k, tau in enumerate(taus):  # tau after step k: k + 1 steps done
         assert tau == pytest.approx(1 - 0.01 * (math.cos(math.pi * (k + 1) / total) + 1) / 2)
     assert all(a < b for a, b in itertools.pairwise(taus))
@@ -204,8 +206,10 @@ def test_cosine_momentum_per_step_reaches_one_at_the_last_step() -> None:
     before = [p.clone() for p in method.target.parameters()]
     method.after_step(Progress(total - 1, total, 0, total))
     assert all(torch.equal(a, b) for a, b in zip(before, method.target.parameters()))
-    assert method.target_momentum.item() == 1.0
-    assert _mlp_byol(0.99, "constant").momentum_at(Progress(total - 1, total, 0, total)) == 0.99
+    assert method.target.momentum.item() == 1.0
+    constant = _mlp_byol(0.99, "constant")
+    constant.configure_schedules(total, steps_per_epoch=total)
+    assert constant.target.schedule is not None and constant.target.schedule[-1] == 0.99
 
 
 def test_momentum_one_freezes_the_target_during_training() -> None:
@@ -243,7 +247,7 @@ def test_state_dict_round_trip_and_deepcopy_keep_the_ema_pairing() -> None:
             p.add_(1.0)
     method.after_step(Progress(0, 4, 0, 4))
     state = method.state_dict()
-    assert "target_momentum" in state and any(k.startswith("target.0.") for k in state)
+    assert "target.momentum" in state and any(k.startswith("target.module.0.") for k in state)
     fresh = _mlp_byol(momentum_base=0.5, schedule="constant")
     fresh.load_state_dict(state)
     for key, value in fresh.state_dict().items():
@@ -256,7 +260,7 @@ def test_state_dict_round_trip_and_deepcopy_keep_the_ema_pairing() -> None:
     clone.after_step(Progress(1, 4, 0, 4))
     for key, value in method.state_dict().items():
         assert torch.equal(value, state[key]), key
-    weight = "0.1.weight"  # the target backbone's Linear
+    weight = "module.0.1.weight"  # the target backbone's Linear
     assert not torch.equal(clone.target.get_parameter(weight), method.target.get_parameter(weight))
 
 

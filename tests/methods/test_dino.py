@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from selfsup.methods import Progress
-from selfsup.methods.dino import DINO, teacher_temperature_at
+from selfsup.methods.dino import DINO, teacher_temperature_schedule
 from selfsup.nn.heads import DINOHead, WeightNormLinear
 from selfsup.nn.losses import DINOLoss, dino_loss
 from selfsup.train.trainer import Trainer
@@ -123,7 +123,7 @@ def _images(n=6, size=16, seed=0):
 def test_teacher_sees_only_the_global_crops_and_student_sees_all():
     method = _method(num_local=3)
     seen = {"teacher": [], "student": []}
-    method.teacher[0].register_forward_pre_hook(
+    method.target.module[0].register_forward_pre_hook(
         lambda _m, args: seen["teacher"].append(tuple(args[0].shape))
     )
     method.backbone.register_forward_pre_hook(
@@ -183,13 +183,15 @@ def test_last_layer_gradients_are_dropped_during_the_frozen_epochs():
 
 
 def test_teacher_temperature_warms_up_per_step_then_stays():
-    assert teacher_temperature_at(0, 100, 0.04, 0.07, 0.3) == pytest.approx(0.04)
-    assert teacher_temperature_at(15, 100, 0.04, 0.07, 0.3) == pytest.approx(0.055)
-    assert teacher_temperature_at(30, 100, 0.04, 0.07, 0.3) == pytest.approx(0.07)
-    assert teacher_temperature_at(99, 100, 0.04, 0.07, 0.3) == pytest.approx(0.07)
-    assert teacher_temperature_at(0, 100, 0.04, 0.07, 0.0) == pytest.approx(0.07)  # constant
+    temps = teacher_temperature_schedule(0.04, 0.07, warmup_steps=30, total_steps=100)
+    # linear: 0.04 + 0.03 * k / 30 for k < 30, then 0.07
+    assert temps[[0, 15, 30, 99]] == pytest.approx([0.04, 0.055, 0.07, 0.07])
+    assert teacher_temperature_schedule(0.04, 0.07, 0, 5) == pytest.approx([0.07] * 5)
+    # 0.5 epochs of 10 steps = 5 warm-up steps, 0.006 a step
     method = _method(
-        teacher_temperature=0.07, warmup_teacher_temperature=0.04, teacher_temperature_warmup=0.5
+        teacher_temperature=0.07,
+        warmup_teacher_temperature=0.04,
+        warmup_teacher_temperature_epochs=0.5,
     )
     temps = []
     for step in range(10):
@@ -199,25 +201,65 @@ def test_teacher_temperature_warms_up_per_step_then_stays():
     assert temps == pytest.approx([0.04, 0.046, 0.052, 0.058, 0.064, 0.07, 0.07, 0.07, 0.07, 0.07])
 
 
+def test_teacher_temperature_warm_up_is_a_number_of_epochs_not_a_fraction_of_the_run():
+    # Official DINO warms up over 30 epochs whether the run has 100 or 300: the temperature at
+    # a given step must not depend on the run's length.
+    short, long = (
+        _method(warmup_teacher_temperature_epochs=2),
+        _method(warmup_teacher_temperature_epochs=2),
+    )
+    short.configure_schedules(total_steps=40, steps_per_epoch=10)
+    long.configure_schedules(total_steps=400, steps_per_epoch=10)
+    assert short.teacher_temperatures is not None and long.teacher_temperatures is not None
+    assert short.teacher_temperatures[:40] == pytest.approx(long.teacher_temperatures[:40])
+    assert long.teacher_temperatures[20] == pytest.approx(short.final_teacher_temperature)
+
+
+def test_vit_student_drops_paths_and_the_teacher_never_does():
+    from selfsup.backbones.vit import VisionTransformer
+
+    vit = VisionTransformer(
+        16, 4, in_channels=1, embed_dim=16, depth=3, num_heads=2, drop_path_rate=0.5
+    )
+    recipe = MultiViewTransform(dino_views(16, 8, num_local=2), mean=[0.5], std=[0.25])
+    method = DINO(vit, DINOHead(16, out_dim=8, hidden_dim=16, bottleneck_dim=4), recipe)
+    student_rates = [block.drop_path.p for block in method.backbone.blocks]
+    teacher_rates = [block.drop_path.p for block in method.target.module[0].blocks]
+    assert student_rates == pytest.approx([0.0, 0.25, 0.5]) and teacher_rates == [0.0] * 3
+    method.train()
+    x = torch.randn(8, 1, 16, 16)
+    torch.manual_seed(0)
+    assert not torch.equal(method.backbone(x), method.backbone(x))  # paths dropped at random
+    assert torch.equal(method.target.module[0](x), method.target.module[0](x))
+
+
+def test_dino_evaluates_its_teacher_by_default():
+    method = _method()
+    assert method.encoder_for("auto") is method.target.module[0]
+    assert method.encoder_for("online") is method.backbone
+
+
 def test_teacher_follows_the_student_by_ema_and_freezes_at_momentum_one():
     frozen = _method(momentum_base=1.0)
-    before = {k: v.clone() for k, v in frozen.teacher.state_dict().items()}
+    before = {k: v.clone() for k, v in frozen.target.state_dict().items()}
     with torch.no_grad():
         for p in frozen.backbone.parameters():
             p.add_(1.0)
     frozen.after_step(Progress(0, 10, 0, 10))
-    assert all(torch.equal(before[k], v) for k, v in frozen.teacher.state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in frozen.target.state_dict().items())
 
     method = _method(momentum_base=0.9)
     with torch.no_grad():
         for p in method.backbone.parameters():
             p.add_(1.0)
-    teacher_w = method.teacher[0][0].weight.clone()
+    teacher_w = method.target.module[0][0].weight.clone()
     student_w = method.backbone[0].weight.clone()
     method.after_step(Progress(0, 10, 0, 10))
     m = 1 - 0.1 * (math.cos(math.pi * 1 / 10) + 1) / 2  # cosine momentum after 1 of 10 steps
-    torch.testing.assert_close(method.teacher[0][0].weight, m * teacher_w + (1 - m) * student_w)
-    assert float(method.teacher_momentum) == pytest.approx(m)
+    torch.testing.assert_close(
+        method.target.module[0][0].weight, m * teacher_w + (1 - m) * student_w
+    )
+    assert float(method.target.momentum) == pytest.approx(m)
 
 
 def test_diagnose_names_both_collapse_modes():

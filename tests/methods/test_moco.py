@@ -14,13 +14,8 @@ from torch import Tensor, nn
 from selfsup.backbones import ResNet
 from selfsup.methods import Progress
 from selfsup.methods import moco as moco_module
-from selfsup.methods.moco import (
-    MoCo,
-    MoCoV3,
-    moco_v2_projector,
-    moco_v3_predictor,
-    moco_v3_projector,
-)
+from selfsup.methods.moco import MoCo, moco_v2_projector
+from selfsup.methods.mocov3 import MoCoV3, moco_v3_predictor, moco_v3_projector
 from selfsup.nn.batchnorm import SplitBatchNorm2d
 from selfsup.views import MultiViewTransform, ViewSpec
 
@@ -299,15 +294,15 @@ def test_mocov3_momentum_follows_the_cosine_and_reaches_one_at_the_end():
     online = method.backbone.conv1.weight.detach().clone()
     method.after_step(Progress(0, total, 0, total))
     m0 = 1 - 0.1 * (math.cos(math.pi * 1 / 4) + 1) / 2  # after step 0: m_1 = 0.98535...
-    assert method.target_momentum.item() == pytest.approx(m0, abs=1e-6)
+    assert method.target.momentum.item() == pytest.approx(m0, abs=1e-6)
     torch.testing.assert_close(method.target[0].conv1.weight, m0 * before + (1 - m0) * online)
     # half-way (after step 1, m_2): (base + 1) / 2
     for step, expected in ((1, 0.95), (2, 1 - 0.1 * (math.cos(3 * math.pi / 4) + 1) / 2)):
         method.after_step(Progress(step, total, 0, total))
-        assert method.target_momentum.item() == pytest.approx(expected, abs=1e-6)
+        assert method.target.momentum.item() == pytest.approx(expected, abs=1e-6)
     frozen = method.target[0].conv1.weight.clone()
     method.after_step(Progress(total - 1, total, 0, total))  # the last step: m = 1 exactly
-    assert method.target_momentum.item() == 1.0
+    assert method.target.momentum.item() == 1.0
     assert torch.equal(method.target[0].conv1.weight, frozen)
 
 

@@ -1,0 +1,42 @@
+"""Argument checks shared by the method constructors: each names the problem and the fix."""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor
+
+from selfsup.views import MultiViewTransform
+
+
+def check_recipe(view_recipe: MultiViewTransform, method: str, views_fn: str) -> None:
+    if view_recipe.num_views != 2:
+        raise ValueError(
+            f"{method} uses exactly 2 views, the recipe makes {view_recipe.num_views}; "
+            f"build it from {views_fn}"
+        )
+
+
+def check_views(views: list[Tensor], method: str) -> None:
+    if len(views) != 2:
+        raise ValueError(
+            f"{method} uses exactly 2 views, got {len(views)}; pass the output of "
+            "method.make_views(images)"
+        )
+
+
+def check_temperature(temperature: float, typical: str) -> None:
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}; {typical}")
+
+
+def check_momentum(momentum: float, name: str, typical: str) -> None:
+    if not (math.isfinite(momentum) and 0.0 <= momentum <= 1.0):
+        raise ValueError(
+            f"{name} must be in [0, 1], got {momentum}; 1 freezes the key encoder, {typical}"
+        )
+
+
+def positive_int(value: int, name: str, hint: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}; {hint}")

@@ -33,10 +33,18 @@ def check_temperature(temperature: float, typical: str) -> None:
 def check_momentum(momentum: float, name: str, typical: str) -> None:
     if not (math.isfinite(momentum) and 0.0 <= momentum <= 1.0):
         raise ValueError(
-            f"{name} must be in [0, 1], got {momentum}; 1 freezes the key encoder, {typical}"
+            f"{name} must be in [0, 1], got {momentum}; 1 freezes the target network, {typical}"
         )
 
 
 def positive_int(value: int, name: str, hint: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}; {hint}")
+
+
+def check_schedule(schedule: str) -> None:
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(
+            f"momentum_schedule must be 'cosine' or 'constant', got {schedule!r}; 'cosine' is "
+            "the paper's schedule (BYOL, MoCo v3, DINO)"
+        )

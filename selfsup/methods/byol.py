@@ -50,6 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from selfsup.backbones import feature_dim
+from selfsup.methods._checks import check_momentum, check_schedule
 from selfsup.methods.base import Method, Progress, StepOutput, embedding_std
 from selfsup.methods.registry import register_method
 from selfsup.nn.ema import EMATarget
@@ -136,6 +137,8 @@ class BYOL(Method):
                 f"BYOL uses exactly 2 views, the recipe makes {view_recipe.num_views}; "
                 "build it from selfsup.views.byol_views(size)"
             )
+        check_momentum(momentum_base, "momentum_base", "BYOL uses 0.996 (1000 epochs) or 0.99")
+        check_schedule(momentum_schedule)
         self.projector = projector
         self.predictor = predictor
         # target.module[0] = f_xi, target.module[1] = g_xi: no gradient, moved by after_step.

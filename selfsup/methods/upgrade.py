@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 __all__ = ["CHECKPOINT_FORMAT", "upgrade_method_state"]
 
 CHECKPOINT_FORMAT = "selfsup-checkpoint/2"
@@ -76,4 +78,9 @@ def upgrade_method_state(
             "or resume with selfsup 0.1"
         )
     renames = _RENAMES_V1.get(method, [])
-    return {_rename(key, renames): value for key, value in state.items()}
+    upgraded = {_rename(key, renames): value for key, value in state.items()}
+    if method == "moco" and "target.momentum" not in upgraded:
+        # Format 1 kept no momentum buffer for MoCo v2. The buffer only records the latest
+        # update for logging (MoCo v2 logs none) and the next update overwrites it.
+        upgraded["target.momentum"] = torch.tensor(0.999)
+    return upgraded

@@ -53,11 +53,11 @@ def _numpy_params(module: nn.Module) -> dict[str, np.ndarray]:
 
 
 def _np_head(x: np.ndarray, w: dict[str, np.ndarray], prefix: str) -> np.ndarray:
-    """Linear(no bias) - BatchNorm(batch statistics, biased variance) - ReLU - Linear."""
+    """Linear - BatchNorm(batch statistics, biased variance) - ReLU - Linear, no biases."""
     h = x @ w[f"{prefix}0.weight"].T
     h = (h - h.mean(0)) / np.sqrt(h.var(0) + 1e-5) * w[f"{prefix}1.weight"] + w[f"{prefix}1.bias"]
     h = np.maximum(h, 0.0)
-    return h @ w[f"{prefix}3.weight"].T + w[f"{prefix}3.bias"]
+    return h @ w[f"{prefix}3.weight"].T
 
 
 def _np_projection(x: np.ndarray, w: dict[str, np.ndarray], prefix: str) -> np.ndarray:
@@ -74,7 +74,7 @@ def _np_loss(p: np.ndarray, z: np.ndarray) -> float:
 
 def _target_as_online_names(method: BYOL) -> dict[str, np.ndarray]:
     """The target's state dict renamed to the online layout (target.0 -> backbone...)."""
-    w = _numpy_params(method.target)
+    w = _numpy_params(method.target.module)
     renamed = {}
     for key, value in w.items():
         index, _, rest = key.partition(".")
@@ -96,7 +96,8 @@ def test_heads_are_linear_bn_relu_linear_with_paper_sizes() -> None:
         assert (head[0].in_features, head[0].out_features) == (d_in, d_hidden)
         assert head[1].num_features == d_hidden
         assert (head[3].in_features, head[3].out_features) == (d_hidden, d_out)
-        assert head[0].bias is None and head[3].bias is not None  # BN cancels a hidden bias
+        # BN cancels a hidden bias; the official heads end in a Linear without bias
+        assert head[0].bias is None and head[3].bias is None
 
 
 # ---------------------------------------------------------------------------------------

@@ -160,13 +160,13 @@ def test_moco_after_step_is_ema_of_parameters_with_the_configured_momentum():
     method = _moco(momentum=0.9)
     method.training_step(_views(method))  # target BN statistics move away from the online's
     _perturb_online(method, ("backbone", "projector"))
-    target_before = {k: v.clone() for k, v in method.target.state_dict().items()}
+    target_before = {k: v.clone() for k, v in method.target.module.state_dict().items()}
     online = {
         **{f"0.{k}": v.clone() for k, v in method.backbone.state_dict().items()},
         **{f"1.{k}": v.clone() for k, v in method.projector.state_dict().items()},
     }
     method.after_step(Progress(0, 10, 0, 10))
-    target = method.target.state_dict()
+    target = method.target.module.state_dict()
     for name in ("0.conv1.weight", "0.layer4.1.bn2.bias", "1.0.weight", "1.2.bias"):
         expected = 0.9 * target_before[name] + 0.1 * online[name]
         torch.testing.assert_close(target[name], expected, rtol=1e-6, atol=1e-6)

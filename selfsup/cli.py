@@ -196,26 +196,26 @@ def cmd_viz(args: argparse.Namespace) -> int:
     """Pictures of what a run learned (MAE reconstructions, ViT attention maps)."""
     from selfsup import build
     from selfsup.eval.run import load_run_config
-    from selfsup.train.checkpoint import load_checkpoint
 
     cfg = load_run_config(args.run_dir)
     if args.kind == "mae":
+        from selfsup.eval.from_checkpoint import load_method
         from selfsup.methods.mae import MAE
         from selfsup.viz.mae import save_reconstruction_grid
 
-        if cfg.method != "mae":
-            raise ValueError(f"{args.run_dir} is a {cfg.method} run; `viz mae` needs an MAE run")
         sets = build.eval_datasets(cfg)
         dataset = sets[1] if sets is not None else build.train_dataset(cfg)
         images, _ = dataset.get_batch(torch.arange(min(args.num_images, len(dataset))))
-        state = load_checkpoint(Path(args.run_dir) / "checkpoints" / "last.pt")
-        method = build.make_method(cfg, images.shape[1])
-        method.load_state_dict(state["method"])
-        assert isinstance(method, MAE)
+        method = load_method(cfg, args.run_dir, images.shape[1])
+        if not isinstance(method, MAE):
+            raise ValueError(
+                f"{args.run_dir} trained {type(method).__name__}; `viz mae` draws the "
+                "reconstructions of a masked-autoencoder run (method=mae)"
+            )
         out = Path(args.out or Path(args.run_dir) / "report" / "mae_reconstructions.png")
         assert cfg.views.mean is not None and cfg.views.std is not None
         torch.manual_seed(args.seed)
-        save_reconstruction_grid(method.eval(), images, out, cfg.views.mean, cfg.views.std)
+        save_reconstruction_grid(method, images, out, cfg.views.mean, cfg.views.std)
         print(f"wrote {out}")
     elif args.kind == "attention":
         from selfsup.backbones.vit import VisionTransformer
@@ -229,14 +229,12 @@ def cmd_viz(args: argparse.Namespace) -> int:
                 f"{args.run_dir} trained a {cfg.backbone.name} backbone; `viz attention` needs a "
                 "ViT run (backbone.name=vit_micro|vit_tiny|vit_small|vit_base)"
             )
-        if args.teacher:
-            if cfg.method != "dino":
-                raise ValueError(f"--teacher needs a DINO run, {args.run_dir} is {cfg.method}")
-            state = load_checkpoint(Path(args.run_dir) / "checkpoints" / "last.pt")["method"]
-            prefix = "teacher.0."
-            vit.load_state_dict(
-                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-            )
+        if args.teacher:  # the method's EMA target (DINO's teacher), from the checkpoint
+            from selfsup.eval.from_checkpoint import checkpoint_encoder
+
+            target = checkpoint_encoder(cfg, args.run_dir, run.in_channels, "target")
+            assert isinstance(target, VisionTransformer)  # the EMA copy of the ViT above
+            vit = target
         sets = build.eval_datasets(cfg)
         dataset = sets[1] if sets is not None else build.train_dataset(cfg)
         images, _ = dataset.get_batch(torch.arange(min(args.num_images, len(dataset))))

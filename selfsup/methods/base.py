@@ -8,13 +8,16 @@ method state and a checkpoint restores it exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
 from selfsup.nn.ema import EMATarget
 from selfsup.views import MultiViewTransform
+
+if TYPE_CHECKING:
+    from selfsup.config import Config
 
 
 @dataclass
@@ -70,6 +73,13 @@ class Method(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.view_recipe = view_recipe
+
+    @classmethod
+    def from_config(
+        cls, cfg: Config, backbone: nn.Module, view_recipe: MultiViewTransform
+    ) -> Method:  # pragma: no cover - every registered method defines it
+        """Build the method from its config section around ``backbone`` (the registry calls it)."""
+        raise TypeError(f"{cls.__name__} must define from_config(cfg, backbone, view_recipe)")
 
     @property
     def encoder(self) -> nn.Module:

@@ -303,7 +303,9 @@ def make_method(cfg: Config, in_channels: int) -> Method:
             student_temperature=n.student_temperature,
             teacher_temperature=n.teacher_temperature,
             warmup_teacher_temperature=n.warmup_teacher_temperature,
-            teacher_temperature_warmup=n.teacher_temperature_warmup,
+            teacher_temperature_warmup=min(
+                1.0, n.warmup_teacher_temperature_epochs / cfg.train.epochs
+            ),
             center_momentum=n.center_momentum,
             momentum_base=n.momentum_base,
             freeze_last_layer_epochs=n.freeze_last_layer_epochs,
@@ -316,7 +318,7 @@ def encoder_meta(cfg: Config, in_channels: int, encoder: nn.Module) -> dict[str,
     return {
         "format": "selfsup-encoder/1",
         "method": cfg.method,
-        "backbone": {**dataclasses.asdict(cfg.backbone), "cifar_stem": cifar_stem(cfg)},
+        "backbone": {**cfg.backbone.model_dump(), "cifar_stem": cifar_stem(cfg)},
         "in_channels": in_channels,
         "feature_dim": feature_dim(encoder),
         "image_size": cfg.views.size,

@@ -217,7 +217,7 @@ def encoder_meta(cfg: Config, in_channels: int, encoder: nn.Module) -> dict[str,
     return {
         "format": "selfsup-encoder/1",
         "method": cfg.method,
-        "backbone": {**dataclasses.asdict(cfg.backbone), "cifar_stem": cifar_stem(cfg)},
+        "backbone": {**cfg.backbone.model_dump(), "cifar_stem": cifar_stem(cfg)},
         "in_channels": in_channels,
         "feature_dim": feature_dim(encoder),
         "image_size": cfg.views.size,

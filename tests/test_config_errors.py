@@ -117,9 +117,8 @@ def test_missing_and_binary_config_files(
 def test_config_level_messages_for_the_new_checks(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="is a section, not an option"):
         apply_overrides(Config(), ["optim=sgd"])
-    cfg = apply_overrides(Config(), ["method=mocov3", "mocov3.temperature=-0.2"])
     with pytest.raises(ConfigError, match=r"mocov3\.temperature must be > 0"):
-        cfg.validate()
+        apply_overrides(Config(), ["method=mocov3", "mocov3.temperature=-0.2"]).validate()
     config = tmp_path / "c.yaml"
     config.write_text("train: [unclosed\n")
     with pytest.raises(ConfigError) as info:

@@ -1,0 +1,80 @@
+"""Typed run configuration on pydantic v2: sections, YAML in/out, ``key=value`` overrides.
+
+Every field carries its meaning and safe range in ``description`` and its rule in ``Field`` /
+``Literal``; ``selfsup pretrain --help`` prints both, so the help text, the validation and the
+error messages cannot drift apart. Every failure is a :class:`ConfigError` (a ``ValueError``)
+of one line that names the key, the value, the rule and the fix. Importing this package does
+not import torch.
+
+Example:
+    >>> cfg = apply_overrides(Config(), ["method=moco", "train.batch_size=128"])
+    >>> cfg.train.batch_size, cfg.method_section().queue_size
+    (128, 65536)
+    >>> cfg.train.epochs = 0
+    Traceback (most recent call last):
+    ...
+    selfsup.config.errors.ConfigError: train.epochs must be >= 1, got 0; e.g. train.epochs=100
+"""
+
+from selfsup.config.base import ConfigModel, Section
+from selfsup.config.errors import ConfigError
+from selfsup.config.methods import (
+    METHOD_SECTIONS,
+    METHODS,
+    BYOLConfig,
+    DINOConfig,
+    MAEConfig,
+    MethodName,
+    MoCoConfig,
+    MoCoV3Config,
+    SimCLRConfig,
+)
+from selfsup.config.root import (
+    Config,
+    apply_overrides,
+    iter_fields,
+    load_yaml,
+    option_help,
+    set_key,
+    validate,
+)
+from selfsup.config.sections import (
+    DATASET_NAMES,
+    BackboneConfig,
+    DataConfig,
+    DatasetName,
+    EvalConfig,
+    OptimConfig,
+    TrainConfig,
+    ViewsConfig,
+)
+
+__all__ = [
+    "DATASET_NAMES",
+    "METHODS",
+    "METHOD_SECTIONS",
+    "BYOLConfig",
+    "BackboneConfig",
+    "Config",
+    "ConfigError",
+    "ConfigModel",
+    "DINOConfig",
+    "DataConfig",
+    "DatasetName",
+    "EvalConfig",
+    "MAEConfig",
+    "MethodName",
+    "MoCoConfig",
+    "MoCoV3Config",
+    "OptimConfig",
+    "Section",
+    "SimCLRConfig",
+    "TrainConfig",
+    "ViewsConfig",
+    "apply_overrides",
+    "iter_fields",
+    "load_yaml",
+    "option_help",
+    "set_key",
+    "validate",
+]

@@ -1,0 +1,259 @@
+"""The run configuration: every section together, YAML in/out, ``key=value`` overrides, ``--help``.
+
+A run directory's ``config.yaml`` is ``Config.to_yaml()``, and ``Config.from_yaml`` reads it back
+(older files too: renamed keys are converted with a warning). Field rules are checked whenever a
+value is set; ``Config.validate()`` adds the checks that combine sections.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+from pydantic.fields import FieldInfo
+
+from selfsup.config.base import ConfigModel, Section, all_keys
+from selfsup.config.errors import ConfigError, explain, rule, section_message, unknown_key_message
+from selfsup.config.methods import (
+    METHODS,
+    BYOLConfig,
+    DINOConfig,
+    MAEConfig,
+    MethodName,
+    MoCoConfig,
+    MoCoV3Config,
+    SimCLRConfig,
+)
+from selfsup.config.sections import (
+    BackboneConfig,
+    DataConfig,
+    EvalConfig,
+    OptimConfig,
+    TrainConfig,
+    ViewsConfig,
+)
+
+# renamed: the warm-up was a fraction of the run, it is now in epochs (as in the official code)
+OLD_WARMUP_KEY = "dino.teacher_temperature_warmup"
+WARMUP_KEY = "dino.warmup_teacher_temperature_epochs"
+
+
+class Config(ConfigModel):
+    """Everything a run needs; ``to_yaml`` / ``from_yaml`` round-trip it exactly."""
+
+    method: MethodName = Field(
+        "simclr", description=f"self-supervised method: {', '.join(METHODS)}"
+    )
+    run_dir: str | None = Field(
+        None, description="output folder; default runs/<method>-<dataset>-<time>"
+    )
+    data: DataConfig = Field(default_factory=DataConfig)
+    backbone: BackboneConfig = Field(default_factory=BackboneConfig)
+    views: ViewsConfig = Field(default_factory=ViewsConfig)
+    simclr: SimCLRConfig = Field(default_factory=SimCLRConfig)
+    moco: MoCoConfig = Field(default_factory=MoCoConfig)
+    mocov3: MoCoV3Config = Field(default_factory=MoCoV3Config)
+    byol: BYOLConfig = Field(default_factory=BYOLConfig)
+    mae: MAEConfig = Field(default_factory=MAEConfig)
+    dino: DINOConfig = Field(default_factory=DINOConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    # -- conversion -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Config:
+        """Nested sections (``{'train': {'epochs': 3}}``) or dotted keys; unknown keys refused."""
+        nested = _nest(_migrate(dict(_flatten(data))))
+        try:
+            return cls.model_validate(nested)
+        except ValidationError as err:
+            raise explain(err, cls, nested, all_keys()) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Config:
+        return cls.from_dict(load_yaml(path))
+
+    # -- checks -----------------------------------------------------------------------------
+    def method_section(self) -> Section:
+        """The options of the active method (``cfg.dino`` when ``cfg.method == 'dino'``)."""
+        section: Section = getattr(self, self.method)
+        return section
+
+    def validate(self) -> Config:  # type: ignore[override]  # pydantic v1's deprecated classmethod
+        """Reject impossible settings before any training starts; returns self.
+
+        Every field is checked again (a list changed in place skips the assignment check), then
+        the combinations: data, the active method's own checks, the other sections.
+        """
+        Config.from_dict(self.to_dict())
+        first = (self.data, self.method_section(), self.backbone)
+        others = (self.views, self.optim, self.train, self.eval)
+        for section in (*first, *others):
+            section.check(self)
+        return self
+
+
+def validate(cfg: Config) -> None:
+    """Check values and their combinations; each message names the option and the fix."""
+    cfg.validate()
+
+
+# -- YAML files ---------------------------------------------------------------------------------
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass an existing YAML file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text; pass a YAML file") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(err)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data)}")
+    return data
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """One line for a YAML syntax error: where and what, and how to fix it."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    context = getattr(err, "context", None)
+    detail = f" ({context})" if context else ""
+    return f"{where}{problem}{detail}; fix the indentation, colons or brackets there"
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from _flatten(value, name + ".")
+        else:
+            yield name, value
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """``{'train.epochs': 3}`` -> ``{'train': {'epochs': 3}}``."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        *path, name = key.split(".")
+        node = out
+        for part in path:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{part} is given both a value and options; give it once")
+        if isinstance(node.get(name), dict):
+            raise ConfigError(f"{key} is given both a value and options; give it once")
+        node[name] = value
+    return out
+
+
+def _migrate(flat: dict[str, Any]) -> dict[str, Any]:
+    """Convert renamed keys of older run directories' ``config.yaml`` (with a warning)."""
+    if OLD_WARMUP_KEY in flat:
+        if WARMUP_KEY in flat:
+            raise ConfigError(
+                f"{OLD_WARMUP_KEY} and {WARMUP_KEY} are both given; keep only {WARMUP_KEY} "
+                "(the warm-up in epochs)"
+            )
+        epochs = flat.get("train.epochs", TrainConfig.model_fields["epochs"].default)
+        flat[WARMUP_KEY] = _warmup_epochs(flat.pop(OLD_WARMUP_KEY), epochs)
+    return flat
+
+
+def _warmup_epochs(fraction: Any, epochs: Any) -> float:
+    try:
+        value = float(fraction) * float(epochs)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{OLD_WARMUP_KEY}={fraction!r} (a fraction of the run) is replaced by {WARMUP_KEY}; "
+            f"give {WARMUP_KEY}=<epochs of the warm-up> instead (30 in the official recipe)"
+        ) from None
+    warnings.warn(
+        f"{OLD_WARMUP_KEY}={fraction} (a fraction of the run) is read as {WARMUP_KEY}={value:g} "
+        f"({fraction} x train.epochs={epochs}); write the new key to silence this warning",
+        stacklevel=4,
+    )
+    return value
+
+
+# -- key=value overrides ------------------------------------------------------------------------
+def _is_section(info: FieldInfo) -> bool:
+    return isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+
+
+def set_key(cfg: Config, key: str, value: Any) -> None:
+    """Set a dotted key (``train.batch_size``) with validation; unknown keys are refused."""
+    if key == OLD_WARMUP_KEY:
+        key, value = WARMUP_KEY, _warmup_epochs(value, cfg.train.epochs)
+    *path, name = key.split(".")
+    target: ConfigModel = cfg
+    if path:
+        info = Config.model_fields.get(path[0])
+        if len(path) > 1 or info is None or not _is_section(info):
+            raise ConfigError(unknown_key_message(key, all_keys()))
+        target = getattr(cfg, path[0])
+    info = type(target).model_fields.get(name)
+    if info is None:
+        raise ConfigError(unknown_key_message(key, all_keys()))
+    if _is_section(info):
+        raise ConfigError(section_message(key))
+    setattr(target, name, value)  # validated; a ConfigError names the key and the rule
+
+
+def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
+    """Apply ``key=value`` strings; values are parsed as YAML scalars (``1e-3``, ``true``, ``[1,2]``)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value, e.g. train.epochs=10")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, str) and value.lower() in ("none", "null"):
+            value = None
+        set_key(cfg, key.strip(), value)
+    return cfg
+
+
+# -- help -----------------------------------------------------------------------------------------
+def iter_fields(
+    obj: ConfigModel | None = None, prefix: str = ""
+) -> Iterator[tuple[str, FieldInfo, Any]]:
+    """Yield (dotted key, pydantic field, current value) for every leaf option of a config."""
+    obj = Config() if obj is None else obj
+    for name, info in type(obj).model_fields.items():
+        value = getattr(obj, name)
+        if isinstance(value, ConfigModel):
+            yield from iter_fields(value, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", info, value
+
+
+def option_help() -> str:
+    """Every option with its default, its rule and its description, by section (``--help``)."""
+    lines: list[str] = []
+    section = None
+    for key, info, value in iter_fields():
+        head = key.split(".")[0] if "." in key else ""
+        if head != section:
+            section = head
+            lines.append(f"\n[{head or 'top level'}]")
+        limits = f"  ({rule(info)})" if rule(info) else ""
+        lines.append(f"  {key}={value!r}{limits}\n      {info.description}")
+    return "\n".join(lines)

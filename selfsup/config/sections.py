@@ -1,0 +1,363 @@
+"""The sections every run has: data, backbone, views, optim, train, eval.
+
+Each field states its meaning and safe range in ``description`` (``selfsup pretrain --help``
+prints them) and its rule in ``Field``/``Literal``. Batch size is always the *global* batch
+(REFERENCE.md), and the learning-rate scaling rule is a field, never an implicit rescale.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from pydantic import AfterValidator, Field
+from pydantic_core import PydanticCustomError
+
+from selfsup.config.base import Bool, Float, Int, PerView, Section, says
+from selfsup.config.errors import ConfigError
+
+if TYPE_CHECKING:
+    from selfsup.config.root import Config
+
+DatasetName = Literal[
+    "fashion_mnist", "mnist", "cifar10", "cifar100", "digits", "folder", "filelist"
+]
+DATASET_NAMES: tuple[str, ...] = typing.get_args(DatasetName)
+
+PROBABILITY = says("{key} is a probability, got {value}; use a value in [0, 1]")
+PROBABILITIES = says("{key} holds probabilities, got {value}; use values in [0, 1]")
+
+
+def _one_or_three(values: list[float]) -> list[float]:
+    if len(values) not in (1, 3):
+        raise PydanticCustomError("channel_count", "one value or one per RGB channel")
+    return values
+
+
+PerChannel = Annotated[list[Float], AfterValidator(_one_or_three)]
+PositivePerChannel = Annotated[list[Annotated[Float, Field(gt=0)]], AfterValidator(_one_or_three)]
+
+
+class DataConfig(Section):
+    section = "data"
+
+    dataset: DatasetName = Field(
+        "fashion_mnist", description=f"training images: one of {', '.join(DATASET_NAMES)}"
+    )
+    data_dir: str | None = Field(
+        None,
+        description="where the data lives (a folder, or the list file for 'filelist'); default "
+        "searches $SELFSUP_DATA, then the Debian dataset package, then torchvision's download",
+    )
+    download: Bool = Field(
+        False, description="allow torchvision to download the dataset (needs internet)"
+    )
+    eval_dataset: DatasetName | None = Field(
+        None,
+        description="labelled data for online/offline evaluation; default: the training dataset",
+    )
+    eval_data_dir: str | None = Field(None, description="folder of eval_dataset; default: data_dir")
+    image_size: Int | None = Field(
+        None,
+        ge=1,
+        description="decode size for image folders / resize for in-memory sets; None keeps "
+        "native size",
+    )
+    channels: Literal[1, 3] | None = Field(
+        None,
+        description="1 or 3 to convert the data; None keeps the data's channels",
+        json_schema_extra=says("{key} must be 1, 3 or null, got {value}"),
+    )
+    subset: Int | None = Field(
+        None,
+        ge=2,
+        description="pre-train on a fixed random subset of this many training images (quick runs)",
+    )
+    num_workers: Int = Field(
+        0, ge=0, description="DataLoader workers decoding image files (in-memory sets need none)"
+    )
+    strict: Bool = Field(
+        False,
+        description="fail on the first unreadable image file; default skips it and warns with "
+        "the file names",
+    )
+
+    def check(self, cfg: Config) -> None:
+        if self.dataset in ("folder", "filelist") and self.data_dir is None:
+            raise ConfigError(f"data.dataset={self.dataset} needs data.data_dir=<path>")
+
+
+class BackboneConfig(Section):
+    section = "backbone"
+
+    name: str = Field(
+        "resnet18",
+        description="resnet18|resnet34|resnet50|resnet101, vit_micro|vit_tiny|vit_small|vit_base, "
+        "or 'timm:<model name>' for timm models",
+    )
+    width: Float = Field(
+        1.0,
+        gt=0,
+        description="channel multiplier of ResNet stages (0.25 = CPU-sized); > 0",
+        json_schema_extra=says("{key} must be > 0 (e.g. 0.25 or 1.0), got {value}"),
+    )
+    cifar_stem: Bool | None = Field(
+        None,
+        description="3x3 stride-1 stem without max-pool; None = on when the view size is <= 64 px",
+    )
+    zero_init_residual: Bool = Field(
+        False, description="zero-initialise the last BN of every residual block"
+    )
+    patch_size: Int = Field(
+        16, ge=1, description="ViT patch side in pixels (4 for 28/32 px images); divides views.size"
+    )
+    pool: Literal["cls", "mean"] = Field(
+        "cls", description="ViT features for evaluation: cls token or mean of patch tokens"
+    )
+    drop_path_rate: Float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="stochastic depth of the ViT blocks, linearly rising to this rate in the last "
+        "block (DINO's student: 0.1; the EMA target never drops paths)",
+    )
+    freeze_patch_embed: Bool = Field(
+        False,
+        description="ViT: keep the randomly initialised patch projection fixed (MoCo v3's "
+        "--stop-grad-conv1, which stabilises ViT training)",
+    )
+
+    def check(self, cfg: Config) -> None:
+        if self.name.startswith("vit") and cfg.views.size % self.patch_size != 0:
+            raise ConfigError(
+                f"views.size={cfg.views.size} must be a multiple of backbone.patch_size="
+                f"{self.patch_size}"
+            )
+
+
+class ViewsConfig(Section):
+    """Every field left at null takes the method's own recipe (REFERENCE.md): SimCLR strong
+    crop + colour + blur, MoCo v2 crop 0.2, BYOL asymmetric blur/solarize, MAE crop + flip only."""
+
+    section = "views"
+
+    size: Int = Field(
+        32,
+        ge=8,
+        description="side of the training views in pixels",
+        json_schema_extra=says("{key} must be >= 8 pixels, got {value}"),
+    )
+    crop_min_scale: Float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="smallest crop area fraction of RandomResizedCrop, in (0, 1]; null = method's",
+        json_schema_extra=says("{key} must be in (0, 1] or null, e.g. 0.08, got {value}"),
+    )
+    color_strength: Float = Field(
+        1.0,
+        ge=0,
+        description="multiplier on the recipe's colour jitter (SimCLR's s: 0.8s/0.8s/0.8s/0.2s); "
+        "0 = off",
+        json_schema_extra=says("{key} must be >= 0 (0 disables jitter), got {value}"),
+    )
+    jitter_p: Float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="probability of colour jitter per view; null = method's",
+        json_schema_extra=PROBABILITY,
+    )
+    gray_p: Float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="probability of grayscale per view; null = method's",
+        json_schema_extra=PROBABILITY,
+    )
+    blur_p: PerView | None = Field(
+        None,
+        description="Gaussian blur probability per view (one value = every view); 0 for <= 32 px "
+        "images",
+        json_schema_extra=PROBABILITIES,
+    )
+    solarize_p: PerView | None = Field(
+        None,
+        description="solarize probability per view (one value = every view); null = method's",
+        json_schema_extra=PROBABILITIES,
+    )
+    flip_p: Float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="probability of horizontal flip per view; null = method's",
+        json_schema_extra=PROBABILITY,
+    )
+    mean: PerChannel | None = Field(
+        None,
+        description="normalisation mean per channel (1 or 3 values); null = dataset's",
+        json_schema_extra=says("{key} needs 1 or 3 values (one per channel), got {value}"),
+    )
+    std: PositivePerChannel | None = Field(
+        None,
+        description="normalisation std per channel (1 or 3 values > 0); null = dataset's",
+        json_schema_extra=says("{key} needs 1 or 3 values > 0 (one per channel), got {value}"),
+    )
+
+
+class OptimConfig(Section):
+    section = "optim"
+
+    name: Literal["lars", "sgd", "adamw"] = Field("lars", description="lars | sgd | adamw")
+    base_lr: Float = Field(
+        0.3,
+        gt=0,
+        description="learning rate before scaling: lr = base_lr * rule(global batch); see "
+        "lr_scaling",
+    )
+    lr_scaling: Literal["linear", "sqrt", "none"] = Field(
+        "linear",
+        description="linear: base_lr*B/256; sqrt: base_lr*sqrt(B) (SimCLR+LARS, small B); none",
+    )
+    final_lr: Float = Field(
+        0.0, ge=0, description="learning rate at the end of the cosine schedule"
+    )
+    warmup_epochs: Float = Field(
+        10.0, ge=0, description="linear warm-up length in epochs (fractions allowed)"
+    )
+    weight_decay: Float = Field(
+        1e-6,
+        ge=0,
+        description="weight decay (biases and norm parameters: see decay_norm_and_bias)",
+    )
+    momentum: Float = Field(0.9, ge=0, lt=1, description="momentum of SGD/LARS")
+    betas: Annotated[
+        list[Annotated[Float, Field(ge=0, lt=1)]], Field(min_length=2, max_length=2)
+    ] = Field(
+        [0.9, 0.999],
+        description="AdamW betas: two values in [0, 1)",
+        json_schema_extra=says("{key} must be two values in [0, 1), got {value}"),
+    )
+    lars_eta: Float = Field(0.001, gt=0, description="LARS trust coefficient")
+    clip_grad: Float | None = Field(
+        None, gt=0, description="clip the gradient norm to this value; None = off"
+    )
+    clip_grad_mode: Literal["global", "per_tensor"] = Field(
+        "global",
+        description="global: one norm over all gradients; per_tensor: each parameter's own (DINO)",
+    )
+    final_weight_decay: Float | None = Field(
+        None,
+        ge=0,
+        description="weight decay at the end of a cosine schedule from weight_decay; None = "
+        "constant",
+    )
+    decay_norm_and_bias: Bool = Field(
+        False,
+        description="also apply weight decay to biases and norm parameters (the official MoCo v2 "
+        "SGD decays every parameter; SimCLR/BYOL/DINO exclude them)",
+    )
+
+
+class TrainConfig(Section):
+    section = "train"
+
+    batch_size: Int = Field(
+        256, ge=1, description="GLOBAL batch size (all devices together); >= 2 for SimCLR"
+    )
+    epochs: Int = Field(100, ge=1, description="number of epochs")
+    max_steps: Int | None = Field(
+        None, ge=1, description="stop after this many steps (schedules still span epochs)"
+    )
+    seed: Int = Field(0, description="seed for weights, data order and views")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="auto | fp32 | bf16 | fp16; auto = bf16 where the device runs it fast, else "
+        "fp32",
+    )
+    channels_last: Bool = Field(
+        True, description="channels-last memory format (faster convolutions)"
+    )
+    compile: Bool = Field(
+        False,
+        description="torch.compile the training step (+24% img/s measured on a 2-core CPU for "
+        "SimCLR; the first step compiles for about a minute, so it pays off on runs of minutes "
+        "or more)",
+    )
+    compile_backend: str = Field(
+        "inductor", description="torch.compile backend (inductor; eager for debugging)"
+    )
+    deterministic: Bool = Field(
+        False, description="deterministic kernels (slower; for exact reproduction)"
+    )
+    log_every: Int = Field(20, ge=1, description="steps between metrics.jsonl lines")
+    knn_every: Int = Field(
+        1, ge=0, description="epochs between online k-NN evaluations (needs labels); 0 = off"
+    )
+    knn_train_samples: Int | None = Field(
+        10000, ge=1, description="training images in the online k-NN bank; None = all"
+    )
+    knn_test_samples: Int | None = Field(
+        None, ge=1, description="test images in the online k-NN; None = all"
+    )
+    checkpoint_every: Int = Field(
+        1, ge=1, description="epochs between checkpoints (one is always written at the end)"
+    )
+    checkpoint_every_steps: Int = Field(
+        0, ge=0, description="also checkpoint every N steps inside an epoch; 0 = off"
+    )
+    progress: Bool = Field(True, description="show a progress bar")
+    keep_best: Int = Field(
+        1,
+        ge=0,
+        description="also keep the k checkpoints with the best online k-NN top-1 (lowest loss "
+        "without labels) in checkpoints/best-*.pt; 0 = keep last.pt only",
+    )
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        "stop",
+        description="stop: end the run at a NaN/inf loss (last good checkpoint kept); skip: skip "
+        "that step",
+    )
+
+
+class EvalConfig(Section):
+    section = "eval"
+
+    knn_k: Int = Field(20, ge=1, description="neighbours in the weighted k-NN (DINO protocol: 20)")
+    knn_temperature: Float = Field(
+        0.07, gt=0, description="temperature of the k-NN vote weights exp(sim/T); 0.07 is standard"
+    )
+    linear_epochs: Int = Field(
+        100, ge=1, description="epochs of the linear probe on cached features"
+    )
+    linear_lrs: Annotated[list[Annotated[Float, Field(gt=0)]], Field(min_length=1)] = Field(
+        [0.01, 0.1, 1.0],
+        description="learning rates (> 0) tried on the validation split",
+        json_schema_extra=says("{key} must be a non-empty list of rates > 0, got {value}"),
+    )
+    linear_batch_norm: Bool | None = Field(
+        None,
+        description="BatchNorm1d(affine=False) before the linear layer; null = on for MAE (its "
+        "protocol)",
+    )
+    val_fraction: Float = Field(
+        0.1, gt=0, lt=1, description="fraction of train held out to choose hyper-parameters"
+    )
+    batch_size: Int = Field(512, ge=1, description="batch size of feature extraction")
+    network: Literal["auto", "online", "target"] = Field(
+        "auto",
+        description="which network downstream evaluation and export use for EMA methods: auto = "
+        "the method's own protocol (DINO: the target/teacher, as every published DINO number; "
+        "BYOL/MoCo: the online encoder), online, or target",
+    )
+
+
+SECTIONS: tuple[type[Section], ...] = (
+    DataConfig,
+    BackboneConfig,
+    ViewsConfig,
+    OptimConfig,
+    TrainConfig,
+    EvalConfig,
+)

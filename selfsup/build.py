@@ -12,6 +12,7 @@ from typing import Any, Literal, cast
 import torch
 from torch import nn
 
+from selfsup.artifact import encoder_meta  # noqa: F401 (build.encoder_meta for callers)
 from selfsup.backbones import build_backbone, feature_dim
 from selfsup.config import Config, ViewsConfig
 from selfsup.data import ImageDataset, TensorImageDataset, load_dataset
@@ -309,20 +310,6 @@ def make_method(cfg: Config, in_channels: int) -> Method:
             freeze_last_layer_epochs=n.freeze_last_layer_epochs,
         )
     raise ValueError(f"unknown method {cfg.method!r}")
-
-
-def encoder_meta(cfg: Config, in_channels: int, encoder: nn.Module) -> dict[str, Any]:
-    """What a reader needs to rebuild and feed the exported encoder."""
-    return {
-        "format": "selfsup-encoder/1",
-        "method": cfg.method,
-        "backbone": {**dataclasses.asdict(cfg.backbone), "cifar_stem": cifar_stem(cfg)},
-        "in_channels": in_channels,
-        "feature_dim": feature_dim(encoder),
-        "image_size": cfg.views.size,
-        "mean": cfg.views.mean,
-        "std": cfg.views.std,
-    }
 
 
 def make_optimizer(cfg: Config, method: nn.Module) -> tuple[torch.optim.Optimizer, float]:

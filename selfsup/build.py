@@ -12,7 +12,8 @@ from typing import Any, Literal, cast
 import torch
 from torch import nn
 
-from selfsup.backbones import build_backbone, feature_dim
+from selfsup.artifact import encoder_meta  # noqa: F401 (build.encoder_meta for callers)
+from selfsup.backbones import build_backbone
 from selfsup.config import Config, ViewsConfig
 from selfsup.data import ImageDataset, TensorImageDataset, load_dataset
 from selfsup.methods import Method
@@ -210,20 +211,6 @@ def make_method(cfg: Config, in_channels: int) -> Method:
         )
     recipe = MultiViewTransform(method_view_specs(cfg), cfg.views.mean, cfg.views.std)
     return get_method(cfg.method).cls.from_config(cfg, make_backbone(cfg, in_channels), recipe)
-
-
-def encoder_meta(cfg: Config, in_channels: int, encoder: nn.Module) -> dict[str, Any]:
-    """What a reader needs to rebuild and feed the exported encoder."""
-    return {
-        "format": "selfsup-encoder/1",
-        "method": cfg.method,
-        "backbone": {**cfg.backbone.model_dump(), "cifar_stem": cifar_stem(cfg)},
-        "in_channels": in_channels,
-        "feature_dim": feature_dim(encoder),
-        "image_size": cfg.views.size,
-        "mean": cfg.views.mean,
-        "std": cfg.views.std,
-    }
 
 
 def make_optimizer(cfg: Config, method: nn.Module) -> tuple[torch.optim.Optimizer, float]:

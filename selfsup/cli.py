@@ -239,7 +239,7 @@ def cmd_viz(args: argparse.Namespace) -> int:
         dataset = sets[1] if sets is not None else build.train_dataset(cfg)
         images, _ = dataset.get_batch(torch.arange(min(args.num_images, len(dataset))))
         if images.shape[1] != run.in_channels:
-            from selfsup.data.datasets import convert_channels
+            from selfsup.data import convert_channels
 
             images = convert_channels(images, run.in_channels)
         name = "attention_teacher.png" if args.teacher else "attention.png"

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
-from selfsup.data.datasets import ImageDataset, TensorImageDataset
+from selfsup.data.base import ImageDataset
+from selfsup.data.memory import TensorImageDataset
 
 __all__ = ["EpochLoader", "full_batches"]
 

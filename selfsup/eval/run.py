@@ -7,7 +7,7 @@ added) and raw pixels (what any encoder must beat to be worth having).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -16,12 +16,12 @@ import torch
 from torch import Tensor, nn
 
 from selfsup import build
+from selfsup.artifact import load_encoder_state
 from selfsup.config import Config, apply_overrides
-from selfsup.data import ImageDataset
+from selfsup.data import ImageDataset, iterate_batches
 from selfsup.eval.features import extract_features
 from selfsup.eval.knn import knn_accuracy
 from selfsup.eval.linear import linear_probe
-from selfsup.train.checkpoint import load_encoder_state
 
 
 def load_run_config(run_dir: str | Path) -> Config:
@@ -59,14 +59,8 @@ def random_encoder(cfg: Config, in_channels: int, device: str | torch.device = "
     return build.make_backbone(cfg, in_channels).to(device).eval()
 
 
-def dataset_batches(
-    dataset: ImageDataset, batch_size: int, device: torch.device | str, limit: int | None = None
-) -> Iterator[tuple[Tensor, Tensor]]:
-    """Sequential uint8 batches of a dataset (optionally its first ``limit`` items)."""
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    for chunk in torch.arange(n).split(batch_size):
-        images, labels = dataset.get_batch(chunk)
-        yield images.to(device, non_blocking=True), labels
+# The name selfsup/cli.py imports; the batches themselves are selfsup.data.iterate_batches.
+dataset_batches = iterate_batches
 
 
 def features_of(
@@ -74,7 +68,7 @@ def features_of(
 ) -> tuple[Tensor, Tensor]:
     return extract_features(
         encoder,
-        dataset_batches(dataset, cfg.eval.batch_size, device),
+        iterate_batches(dataset, cfg.eval.batch_size, device),
         build.eval_transform(cfg),
         device,
         channels_last=cfg.train.channels_last,
@@ -85,7 +79,7 @@ def pixel_features(dataset: ImageDataset, cfg: Config) -> tuple[Tensor, Tensor]:
     """Raw-pixel baseline: the normalised image itself, flattened."""
     transform = build.eval_transform(cfg)
     feats, labels = [], []
-    for images, y in dataset_batches(dataset, 4096, "cpu"):
+    for images, y in iterate_batches(dataset, 4096, "cpu"):
         feats.append(transform(images).flatten(1))
         labels.append(y)
     return torch.cat(feats), torch.cat(labels)

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
-from torch import nn
+
+from selfsup.artifact import load_encoder_state, save_encoder  # noqa: F401 (re-exported)
 
 
 class CheckpointError(RuntimeError):
@@ -271,30 +271,3 @@ class BestCheckpoints:
         for path in self.directory.iterdir():
             if _BEST_FILE.match(path.name) and path.name not in listed:
                 path.unlink(missing_ok=True)
-
-
-def save_encoder(run_dir: Path, encoder: nn.Module, meta: dict[str, Any]) -> Path:
-    """Export the encoder as ``encoder.safetensors`` with its rebuild recipe in ``encoder.json``."""
-    run_dir = Path(run_dir)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    weights = run_dir / "encoder.safetensors"
-    atomic_write(weights, lambda tmp: save_file(tensors, str(tmp)))
-    text = json.dumps(meta, indent=2)
-
-    def write_meta(tmp: Path) -> None:
-        tmp.write_text(text)
-
-    atomic_write(run_dir / "encoder.json", write_meta)
-    return weights
-
-
-def load_encoder_state(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read an exported encoder's weights and metadata (no pickle involved)."""
-    run_dir = Path(run_dir)
-    weights, meta = run_dir / "encoder.safetensors", run_dir / "encoder.json"
-    if not weights.is_file() or not meta.is_file():
-        raise CheckpointError(
-            f"{run_dir} has no exported encoder (encoder.safetensors + encoder.json); finish or "
-            "resume the pre-training run first"
-        )
-    return load_file(str(weights)), json.loads(meta.read_text())

@@ -35,7 +35,7 @@ from scipy import stats
 from selfsup import build
 from selfsup.config import Config, apply_overrides
 from selfsup.views import ViewSpec
-from selfsup.views.recipes import ViewParams, sample_view_params
+from selfsup.views.transforms import ViewParams, sample_view_params
 
 N = 20000
 SIDE = 4096  # a large input image: pixel rounding of the crop boxes is negligible
@@ -256,7 +256,7 @@ def test_sampling_through_the_transform_reproduces_its_views() -> None:
     """MultiViewTransform draws exactly through sample_view_params: same generator state, same
     parameters, hence the views the tests above describe are the ones training sees."""
     from selfsup.views import MultiViewTransform
-    from selfsup.views.recipes import apply_view_params
+    from selfsup.views.transforms import apply_view_params
 
     spec = _specs("simclr")[0]
     spec = dataclasses.replace(spec, size=16)

@@ -1,4 +1,4 @@
-"""View presets of the momentum family and MAE: fields against REFERENCE.md, sampled behaviour.
+"""View presets: SimCLR's arguments; BYOL, MoCo v2 and MAE against REFERENCE.md, as sampled.
 
 Expected values are written out by hand from REFERENCE.md (BYOL, MoCo v2, MAE), not derived
 from the presets; the sampled checks run the presets through ``MultiViewTransform`` and observe
@@ -19,6 +19,7 @@ from selfsup.views import (
     mae_view,
     moco_v2_view,
     ops,
+    simclr_small_view,
     simclr_view,
 )
 
@@ -193,3 +194,17 @@ def test_presets_run_on_grey_small_images() -> None:
     views = MultiViewTransform(specs, mean=[0.286], std=[0.353])(images, _gen(9))
     assert [tuple(v.shape) for v in views] == [(16, 1, 16, 16)] * 4
     assert all(torch.isfinite(v).all() for v in views)
+
+
+def test_simclr_presets() -> None:
+    half = simclr_view(size=32, color_strength=0.5, blur=False, crop_scale=(0.2, 1.0))
+    assert (half.brightness, half.contrast, half.saturation) == (0.4, 0.4, 0.4)
+    assert half.hue == pytest.approx(0.1)
+    assert (half.blur_p, half.size, half.crop_scale) == (0.0, 32, (0.2, 1.0))
+    assert simclr_view(blur=True).blur_p == 0.5
+    assert simclr_small_view() == simclr_view(size=32, color_strength=0.5, blur=False)
+    assert simclr_view() == ViewSpec()
+    from_yaml = ViewSpec(crop_scale=[0.2, 1.0], blur_sigma=[0.1, 2.0])  # type: ignore[arg-type]
+    assert from_yaml.crop_scale == (0.2, 1.0) and from_yaml.blur_sigma == (0.1, 2.0)
+    with pytest.raises(ValueError, match="color_strength"):
+        simclr_view(color_strength=3.0)

@@ -1,4 +1,4 @@
-"""Datasets: IDX search order, real Fashion-MNIST, CIFAR layout, digits, folders, file lists."""
+"""Datasets by name: IDX search order, real Fashion-MNIST, CIFAR layout, digits."""
 
 from __future__ import annotations
 
@@ -13,19 +13,9 @@ import numpy as np
 import pytest
 import torch
 import torchvision.datasets
-import torchvision.transforms.functional as TF
-from PIL import Image
 
-from selfsup.data import (
-    DATASETS,
-    DatasetNotFoundError,
-    FileImageDataset,
-    TensorImageDataset,
-    convert_channels,
-    load_dataset,
-    resize_images,
-)
-from selfsup.data import datasets as ds_module
+from selfsup.data import DATASETS, DatasetNotFoundError, TensorImageDataset, load_dataset
+from selfsup.data import named as named_module
 from selfsup.data.idx import write_idx
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -36,7 +26,7 @@ def _isolated_locations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     """No test sees the caller's SELFSUP_DATA, download cache or (for MNIST) Debian data."""
     monkeypatch.delenv("SELFSUP_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    monkeypatch.setitem(ds_module.DEBIAN_DATA_DIRS, "mnist", tmp_path / "no-debian-mnist")
+    monkeypatch.setitem(named_module.DEBIAN_DATA_DIRS, "mnist", tmp_path / "no-debian-mnist")
 
 
 def write_fake_idx(
@@ -110,7 +100,7 @@ def test_search_order_root_then_env_then_debian(
     write_fake_idx(root, marker=101)
     write_fake_idx(env / "fashion-mnist", marker=102)
     write_fake_idx(debian, marker=103)
-    monkeypatch.setitem(ds_module.DEBIAN_DATA_DIRS, "fashion_mnist", debian)
+    monkeypatch.setitem(named_module.DEBIAN_DATA_DIRS, "fashion_mnist", debian)
     monkeypatch.setenv("SELFSUP_DATA", str(env))
 
     assert marker_of(load_dataset("fashion_mnist", root=root)) == 101
@@ -128,7 +118,7 @@ def test_env_dir_itself_and_typical_subfolders(
     env = tmp_path / "env"
     write_fake_idx(env / subdir, marker=77, gz=False)  # plain (uncompressed) files
     monkeypatch.setenv("SELFSUP_DATA", str(env))
-    monkeypatch.setitem(ds_module.DEBIAN_DATA_DIRS, "fashion_mnist", tmp_path / "none")
+    monkeypatch.setitem(named_module.DEBIAN_DATA_DIRS, "fashion_mnist", tmp_path / "none")
     ds = load_dataset("fashion_mnist", "test")
     assert marker_of(ds) == 77 and len(ds) == 4
     assert ds.images[:, 0, 0, 0].tolist() == [0, 1, 2, 3]
@@ -146,7 +136,7 @@ def test_missing_idx_data_names_every_place_and_the_fix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     debian = tmp_path / "debian-empty"
-    monkeypatch.setitem(ds_module.DEBIAN_DATA_DIRS, "fashion_mnist", debian)
+    monkeypatch.setitem(named_module.DEBIAN_DATA_DIRS, "fashion_mnist", debian)
     monkeypatch.setenv("SELFSUP_DATA", str(tmp_path / "env"))
     with pytest.raises(DatasetNotFoundError) as info:
         load_dataset("fashion_mnist", root=tmp_path / "r")
@@ -185,7 +175,7 @@ class _FakeDownload:
 def test_download_failure_becomes_dataset_not_found(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(ds_module.DEBIAN_DATA_DIRS, "fashion_mnist", tmp_path / "none")
+    monkeypatch.setitem(named_module.DEBIAN_DATA_DIRS, "fashion_mnist", tmp_path / "none")
     monkeypatch.setattr(torchvision.datasets, "FashionMNIST", _FailingDownload)
     with pytest.raises(DatasetNotFoundError, match="no route to host"):
         load_dataset("fashion_mnist", download=True)
@@ -194,7 +184,7 @@ def test_download_failure_becomes_dataset_not_found(
 def test_download_goes_to_cache_and_is_found_later(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(ds_module.DEBIAN_DATA_DIRS, "fashion_mnist", tmp_path / "none")
+    monkeypatch.setitem(named_module.DEBIAN_DATA_DIRS, "fashion_mnist", tmp_path / "none")
     with pytest.raises(DatasetNotFoundError):
         load_dataset("fashion_mnist")  # download=False never downloads
     monkeypatch.setattr(torchvision.datasets, "FashionMNIST", _FakeDownload)
@@ -331,256 +321,3 @@ def test_digits_shapes_values_and_stratified_split() -> None:
     again = load_dataset("digits", "test")
     assert isinstance(again, TensorImageDataset)
     assert torch.equal(again.images, test.images) and torch.equal(again.labels, test.labels)
-
-
-def test_convert_channels_hand_values_and_pil() -> None:
-    rgb = torch.tensor(
-        [[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255], [0, 0, 0]], dtype=torch.uint8
-    )
-    images = rgb.T.reshape(1, 3, 1, 5)  # [1, 3, 1, 5]
-    gray = convert_channels(images, 1)
-    # round(0.299*255)=76, round(0.587*255)=150, round(0.114*255)=29
-    assert gray.shape == (1, 1, 1, 5) and gray.flatten().tolist() == [76, 150, 29, 255, 0]
-
-    rng = np.random.default_rng(3)
-    array = rng.integers(0, 256, (2, 16, 20, 3), dtype=np.uint8)
-    tensor = torch.from_numpy(array).permute(0, 3, 1, 2)
-    ours = convert_channels(tensor, 1)
-    for i in range(2):
-        pil = np.array(Image.fromarray(array[i]).convert("L"))
-        np.testing.assert_array_equal(ours[i, 0].numpy(), pil)
-        exact = array[i].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-        assert np.abs(ours[i, 0].numpy() - exact).max() <= 0.5 + 1e-3
-
-    three = convert_channels(ours, 3)
-    assert three.shape == (2, 3, 16, 20) and all(
-        torch.equal(three[:, c], ours[:, 0]) for c in range(3)
-    )
-    with pytest.raises(ValueError, match="channels"):
-        convert_channels(tensor, 2)
-
-
-def test_load_time_channels_and_resize() -> None:
-    base = load_dataset("digits", "test")
-    rgb = load_dataset("digits", "test", channels=3)
-    assert isinstance(base, TensorImageDataset) and isinstance(rgb, TensorImageDataset)
-    assert rgb.images.shape == (360, 3, 8, 8) and rgb.channels == 3
-    assert all(torch.equal(rgb.images[:, c], base.images[:, 0]) for c in range(3))
-    assert torch.equal(rgb.labels, base.labels)
-
-    big = load_dataset("digits", "test", image_size=16)
-    assert isinstance(big, TensorImageDataset) and big.image_size == (16, 16)
-    # PIL's bilinear resize is an independent reference; both round, so they agree to 1 level.
-    for i in range(5):
-        pil = np.array(
-            Image.fromarray(base.images[i, 0].numpy()).resize((16, 16), Image.Resampling.BILINEAR)
-        )
-        assert np.abs(big.images[i, 0].numpy().astype(int) - pil.astype(int)).max() <= 1
-
-
-def test_resize_images_downsample_against_pil_and_constants() -> None:
-    rng = np.random.default_rng(0)
-    array = rng.integers(0, 256, (4, 1, 28, 28), dtype=np.uint8)
-    small = resize_images(torch.from_numpy(array), 14)
-    assert small.shape == (4, 1, 14, 14) and small.dtype == torch.uint8
-    for i in range(4):
-        pil = np.array(Image.fromarray(array[i, 0]).resize((14, 14), Image.Resampling.BILINEAR))
-        assert np.abs(small[i, 0].numpy().astype(int) - pil.astype(int)).max() <= 1
-    constant = torch.full((2, 3, 10, 10), 37, dtype=torch.uint8)
-    assert torch.all(resize_images(constant, 7) == 37)
-
-
-# ------------------------------------------------------------------------------------------
-# Folders and file lists
-# ------------------------------------------------------------------------------------------
-
-
-def save_png(path: Path, color: tuple[int, int, int], size: tuple[int, int] = (12, 10)) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, color).save(path)
-
-
-def test_folder_with_class_subfolders(tmp_path: Path) -> None:
-    save_png(tmp_path / "zebra" / "a.png", (10, 20, 30))
-    save_png(tmp_path / "cat" / "b.PNG", (40, 50, 60))
-    save_png(tmp_path / "cat" / "nested" / "c.JpEg", (200, 0, 0), size=(20, 30))
-    (tmp_path / "cat" / "notes.txt").write_text("not an image")
-    (tmp_path / "empty_dir").mkdir()  # no images: not a class
-    (tmp_path / ".hidden").mkdir()
-    save_png(tmp_path / ".hidden" / "x.png", (1, 1, 1))
-
-    ds = load_dataset("folder", root=tmp_path, image_size=8)
-    assert isinstance(ds, FileImageDataset)
-    assert ds.class_names == ["cat", "zebra"] and ds.num_classes == 2 and ds.has_labels
-    assert len(ds) == 3 and ds.labels.tolist() == [0, 0, 1]
-    assert ds.image_size == (8, 8) and ds.channels == 3
-    image, label = ds[0]  # cat/b.PNG
-    assert image.shape == (3, 8, 8) and image.dtype == torch.uint8 and label == 0
-    assert image[:, 4, 4].tolist() == [40, 50, 60]
-    images, labels = ds.get_batch(torch.tensor([2, 0]))
-    assert images.shape == (2, 3, 8, 8) and labels.tolist() == [1, 0]
-    assert images[0, :, 0, 0].tolist() == [10, 20, 30]
-
-
-def test_folder_flat_is_unlabelled_and_gray(tmp_path: Path) -> None:
-    save_png(tmp_path / "one.png", (255, 0, 0))
-    save_png(tmp_path / "two.bmp", (0, 0, 255))
-    ds = load_dataset("folder", root=tmp_path, channels=1)
-    assert not ds.has_labels and ds.num_classes is None and ds.class_names is None
-    assert ds.image_size == (64, 64)  # default decode size
-    image, label = ds[0]
-    assert label == -1 and image.shape == (1, 64, 64) and int(image[0, 3, 3]) == 76  # red's luma
-    assert ds.get_batch(torch.tensor([0, 1]))[1].tolist() == [-1, -1]
-
-
-def test_decode_matches_torchvision_resize_and_center_crop(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    for k, (h, w) in enumerate([(30, 41), (45, 20), (9, 9)]):
-        array = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-        Image.fromarray(array).save(tmp_path / f"im{k}.png")
-    ds = load_dataset("folder", root=tmp_path, image_size=16)
-    for k in range(3):
-        with Image.open(tmp_path / f"im{k}.png") as pil:
-            ref = TF.center_crop(TF.resize(pil.convert("RGB"), 16), [16, 16])
-        np.testing.assert_array_equal(ds[k][0].permute(1, 2, 0).numpy(), np.array(ref))
-
-
-def test_folder_splits(tmp_path: Path) -> None:
-    for split in ("train", "test"):
-        save_png(tmp_path / split / "a" / f"{split}.png", (1, 2, 3))
-        save_png(tmp_path / split / "b" / f"{split}2.png", (1, 2, 3))
-    test = load_dataset("folder", "test", root=tmp_path)
-    assert isinstance(test, FileImageDataset)
-    assert [p.name for p in test.paths] == ["test.png", "test2.png"] and test.class_names == [
-        "a",
-        "b",
-    ]
-    with pytest.raises(ValueError, match="no 'val'"):
-        load_dataset("folder", "val", root=tmp_path)
-
-
-def test_unsplit_folder_has_no_test_split(tmp_path: Path) -> None:
-    save_png(tmp_path / "x.png", (1, 2, 3))
-    with pytest.raises(ValueError, match="split='train'"):
-        load_dataset("folder", "test", root=tmp_path)
-
-
-def test_folder_errors(tmp_path: Path) -> None:
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError) as info:
-        load_dataset("folder", root=tmp_path / "empty")
-    assert (
-        str(tmp_path / "empty") in str(info.value)
-        and ".png" in str(info.value)
-        and ".tiff" in str(info.value)
-    )
-
-    (tmp_path / "docs" / "sub").mkdir(parents=True)
-    (tmp_path / "docs" / "readme.txt").write_text("x")
-    (tmp_path / "docs" / "sub" / "data.csv").write_text("x")
-    with pytest.raises(ValueError, match="no image files"):
-        load_dataset("folder", root=tmp_path / "docs")
-
-    save_png(tmp_path / "mixed" / "loose.png", (0, 0, 0))
-    save_png(tmp_path / "mixed" / "cls" / "a.png", (0, 0, 0))
-    with pytest.raises(ValueError, match="mixes"):
-        load_dataset("folder", root=tmp_path / "mixed")
-
-    with pytest.raises(DatasetNotFoundError):
-        load_dataset("folder", root=tmp_path / "missing")
-    with pytest.raises(ValueError, match="needs root"):
-        load_dataset("folder")
-
-
-def test_corrupt_image_names_the_file(tmp_path: Path) -> None:
-    (tmp_path / "bad.png").write_bytes(b"not a png at all")
-    with pytest.raises(ValueError, match=r"bad\.png"):  # no readable image: fails when built
-        load_dataset("folder", root=tmp_path)
-
-
-def test_filelist_labelled_relative_absolute_comments(tmp_path: Path) -> None:
-    save_png(tmp_path / "imgs" / "a.png", (10, 10, 10))
-    save_png(tmp_path / "imgs" / "with space.png", (20, 20, 20))
-    save_png(tmp_path / "elsewhere" / "c.png", (30, 30, 30))
-    listing = tmp_path / "lists" / "train.txt"
-    listing.parent.mkdir()
-    listing.write_text(
-        "# comment line\n"
-        "../imgs/a.png 2\n"
-        "\n"
-        f"  ../imgs/with space.png   0  \n"
-        f"{tmp_path / 'elsewhere' / 'c.png'} 1\n"
-    )
-    ds = load_dataset("filelist", root=listing, image_size=4, channels=1)
-    assert isinstance(ds, FileImageDataset)
-    assert len(ds) == 3 and ds.labels.tolist() == [2, 0, 1] and ds.num_classes == 3
-    assert [int(ds[i][0][0, 0, 0]) for i in range(3)] == [10, 20, 30]
-
-    unlabelled = tmp_path / "lists" / "u.txt"
-    unlabelled.write_text("../imgs/a.png\n../imgs/with space.png\n")
-    u = load_dataset("filelist", root=unlabelled)
-    assert not u.has_labels and len(u) == 2 and u[1][1] == -1
-
-
-def test_filelist_errors(tmp_path: Path) -> None:
-    save_png(tmp_path / "a.png", (0, 0, 0))
-    mixed = tmp_path / "mixed.txt"
-    mixed.write_text("a.png 1\na.png\n")
-    with pytest.raises(ValueError, match="mixes labelled"):
-        load_dataset("filelist", root=mixed)
-    missing = tmp_path / "missing.txt"
-    missing.write_text("a.png 0\nghost.png 1\n")
-    with pytest.raises(DatasetNotFoundError, match=r"missing.txt:2"):
-        load_dataset("filelist", root=missing)
-    empty = tmp_path / "empty.txt"
-    empty.write_text("# nothing\n\n")
-    with pytest.raises(ValueError, match="lists no images"):
-        load_dataset("filelist", root=empty)
-    negative = tmp_path / "neg.txt"
-    negative.write_text("a.png -1\n")
-    with pytest.raises(ValueError, match="negative"):
-        load_dataset("filelist", root=negative)
-
-
-# ------------------------------------------------------------------------------------------
-# Dataset classes
-# ------------------------------------------------------------------------------------------
-
-
-def test_tensor_dataset_validation_and_items() -> None:
-    images = torch.arange(4 * 3 * 2 * 2, dtype=torch.uint8).reshape(4, 3, 2, 2)
-    ds = TensorImageDataset(images, torch.tensor([0, 2, 1, 2]), "t", None)
-    assert ds.num_classes == 3 and ds.image_size == (2, 2) and ds.channels == 3
-    image, label = ds[-1]
-    assert torch.equal(image, images[3]) and label == 2
-    batch, labels = ds.get_batch(torch.tensor([3, 1]))
-    assert (
-        torch.equal(batch, images[[3, 1]])
-        and labels.dtype == torch.int64
-        and labels.tolist() == [2, 2]
-    )
-    with pytest.raises(IndexError):
-        ds[4]
-
-    unlabelled = TensorImageDataset(images, None, "u", None)
-    assert not unlabelled.has_labels and unlabelled.labels.tolist() == [-1] * 4
-    with pytest.raises(ValueError, match="uint8"):
-        TensorImageDataset(images.float(), None, "f", None)
-    with pytest.raises(ValueError, match="one label per image"):
-        TensorImageDataset(images, torch.tensor([0, 1]), "n", None)
-    with pytest.raises(ValueError, match=r"\[0, 2\)"):
-        TensorImageDataset(images, torch.tensor([0, 1, 2, 1]), "r", 2)
-    with pytest.raises(ValueError, match="channels"):
-        TensorImageDataset(torch.zeros(2, 2, 4, 4, dtype=torch.uint8), None, "c", None)
-
-
-def test_file_dataset_validation(tmp_path: Path) -> None:
-    save_png(tmp_path / "a.png", (0, 0, 0))
-    with pytest.raises(ValueError, match="one label per path"):
-        FileImageDataset([tmp_path / "a.png"], [0, 1], 8)
-    with pytest.raises(ValueError, match="channels"):
-        FileImageDataset([tmp_path / "a.png"], None, 8, channels=4)
-    with pytest.raises(ValueError, match=r"must lie in \[0, 1\)"):
-        FileImageDataset([tmp_path / "a.png"], [5], 8, class_names=["a"])
-    with pytest.raises(ValueError, match="positive int"):
-        FileImageDataset([tmp_path / "a.png"], None, 0)

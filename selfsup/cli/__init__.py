@@ -1,0 +1,47 @@
+"""The ``selfsup`` command: pretrain, eval, embed, export, viz, bench, demo.
+
+Every command reads a YAML config plus ``key=value`` overrides; ``selfsup pretrain --help`` lists
+every option with its meaning and safe range. Bad input ends with one line that names the problem
+and the fix (exit code 2), never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import torch
+
+from selfsup.cli.parser import build_parser
+from selfsup.cli.run_commands import EXIT_USAGE, demo_config
+from selfsup.config import ConfigError
+
+__all__ = ["EXIT_USAGE", "build_parser", "demo_config", "main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from selfsup.data import DatasetNotFoundError
+    from selfsup.train.checkpoint import CheckpointError
+    from selfsup.train.trainer import NonFiniteLossError
+
+    args = build_parser().parse_args(argv)
+    torch.set_float32_matmul_precision("high")
+    try:
+        return int(args.func(args))
+    except (
+        ConfigError,
+        DatasetNotFoundError,
+        CheckpointError,
+        NonFiniteLossError,
+        FileNotFoundError,
+        ValueError,
+    ) as err:
+        print(f"selfsup {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""The ``selfsup`` argument parser: one sub-command per job, each with help that teaches."""
+
+from __future__ import annotations
+
+import argparse
+
+from selfsup.cli.run_commands import (
+    cmd_demo,
+    cmd_embed,
+    cmd_eval,
+    cmd_export,
+    cmd_pretrain,
+)
+from selfsup.cli.tool_commands import _int_list, cmd_bench, cmd_viz
+from selfsup.config import option_help
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="selfsup",
+        description="Self-supervised visual representation learning: pre-train an encoder on "
+        "unlabelled images, then measure it (k-NN, linear probe) and export it.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    p = sub.add_parser(
+        "pretrain",
+        help="pre-train an encoder",
+        formatter_class=fmt,
+        description="Pre-train with a YAML config and key=value overrides, e.g.\n"
+        "  selfsup pretrain -c configs/simclr_fashion_mnist.yaml train.epochs=3",
+        epilog="options (key=value; defaults shown):" + option_help(),
+    )
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.batch_size=128")
+    p.add_argument("-c", "--config", help="YAML config file (default: built-in defaults)")
+    p.add_argument("--demo", action="store_true", help="start from the embedded demo config")
+    p.add_argument(
+        "--method",
+        help="shortcut for method=...: simclr | moco | mocov3 | byol | mae (presets in configs/)",
+    )
+    p.add_argument("--run-dir", help="output directory (default runs/<method>-<data>-<time>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    p.add_argument("--eval", action="store_true", help="k-NN + linear probe with baselines after")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config, exit")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first unreadable image file (data.strict=true); default skips it and "
+        "warns with the file names",
+    )
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a run's encoder",
+        description="k-NN (k=20, T=0.07, cosine) and/or linear probe on frozen, "
+        "cached features, next to a random encoder and raw pixels.",
+    )
+    p.add_argument("protocol", choices=["knn", "linear", "all"])
+    p.add_argument("run_dir", help="a run directory written by `selfsup pretrain`")
+    p.add_argument("overrides", nargs="*", help="eval.* / data.* overrides, e.g. eval.knn_k=10")
+    p.add_argument("--no-baselines", action="store_true", help="skip random-encoder/raw pixels")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("embed", help="features of an image folder or list to .npy")
+    p.add_argument("run_dir")
+    p.add_argument("images", help="a folder of images, or a text file listing image paths")
+    p.add_argument("--out", required=True, help="output .npy (paths go to the same name .txt)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--image-size", type=int, default=None, help="decode size (default: view size)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser(
+        "bench",
+        help="measure views, step and end-to-end throughput, FLOPs, memory, k-NN cost",
+        formatter_class=fmt,
+        description="Throughput (images/s) of the view pipeline alone, the loader alone, the "
+        "model step alone,\nthe backbone's forward+backward alone and the full step (data + "
+        "views + step); the step's\nFLOPs (FlopCounterMode) as a fraction of the measured "
+        "matmul peak; peak memory. E.g.\n"
+        "  selfsup bench -c configs/simclr_fashion_mnist.yaml --batch-size 256 views.size=32\n"
+        "  selfsup bench --synthetic 3x32x32 --compare-torchvision    # CIFAR-like RGB\n"
+        "  selfsup bench --as-files data.num_workers=2                # decoding image files\n"
+        "  selfsup bench --scaling 64,128,256,512                     # cost vs batch size\n"
+        "  selfsup bench --knn --bank 60000,1000000 --queries 10000   # k-NN cost vs bank size\n"
+        "key=value overrides go in one group, all before or all after the flags.",
+    )
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. views.size=32")
+    p.add_argument("-c", "--config", help="YAML config (default: the demo config)")
+    p.add_argument("--method", help="shortcut for method=... (presets in configs/)")
+    p.add_argument("--backbone", help="shortcut for backbone.name=...")
+    p.add_argument("--batch-size", type=int, help="global batch (train.batch_size)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    p.add_argument("--write", metavar="MD", help="append the results to this markdown file")
+    p.add_argument("--json", metavar="FILE", help="append the results as a JSON line")
+    p.add_argument(
+        "--synthetic",
+        metavar="CxHxW",
+        help="uniform-noise uint8 images of this shape instead of the dataset, e.g. 3x32x32",
+    )
+    p.add_argument(
+        "--as-files",
+        action="store_true",
+        help="write the images as PNG files and read them back through the decoding "
+        "DataLoader (data.num_workers workers, e.g. data.num_workers=2)",
+    )
+    p.add_argument(
+        "--compare-torchvision",
+        action="store_true",
+        help="also time per-sample torchvision.transforms.v2 views in a 2-worker DataLoader "
+        "on the same images and report the ratio",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the training step and the encoder (first call timed apart)",
+    )
+    p.add_argument(
+        "--scaling",
+        type=_int_list,
+        metavar="B1,B2,...",
+        help="instead: model step, backbone pass and the quadratic loss at each batch size",
+    )
+    p.add_argument(
+        "--knn",
+        action="store_true",
+        help="instead: k-NN (k=20) on random features, for each --bank size",
+    )
+    p.add_argument(
+        "--bank", type=_int_list, default=[60000], metavar="N1,N2,...", help="k-NN bank rows"
+    )
+    p.add_argument("--queries", type=int, default=10000, help="k-NN query count")
+    p.add_argument("--dim", type=int, default=128, help="k-NN feature dimension")
+    p.add_argument("--knn-chunk", type=int, default=1024, help="k-NN queries per chunk")
+    p.add_argument(
+        "--bank-chunk", type=int, default=16384, help="k-NN bank rows per similarity block"
+    )
+    p.add_argument("--knn-device", default="cpu", help="device of the k-NN benchmark")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "viz",
+        help="pictures of a run: MAE reconstructions, ViT cls-token attention maps",
+        description="mae: original | masked | reconstruction per image (MAE runs). attention: "
+        "the last block's cls-token self-attention per head over a few test images (any ViT "
+        "run; DINO's figure).",
+    )
+    p.add_argument("kind", choices=["mae", "attention"])
+    p.add_argument("run_dir")
+    p.add_argument(
+        "--out", help="PNG path (default RUN/report/mae_reconstructions.png or attention.png)"
+    )
+    p.add_argument("--num-images", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random masks (mae)")
+    p.add_argument(
+        "--teacher",
+        action="store_true",
+        help="attention: use DINO's EMA teacher from the last checkpoint (the paper's figures) "
+        "instead of the exported student encoder",
+    )
+    p.set_defaults(func=cmd_viz)
+
+    p = sub.add_parser(
+        "export",
+        help="export the encoder as safetensors, TorchScript or ONNX",
+        description="Write the run's encoder as one self-describing file. Every format takes "
+        "float images in [0, 1] (pixels / 255) and normalises them inside with the run's "
+        "mean/std. The file is then run next to the in-library encoder on random images and "
+        "kept only if the features match.",
+    )
+    p.add_argument("run_dir", help="a run directory written by `selfsup pretrain`")
+    p.add_argument(
+        "--format",
+        choices=["safetensors", "torchscript", "onnx"],
+        default="safetensors",
+        help="safetensors: weights + metadata, no code (selfsup.export.load_exported); "
+        "torchscript: traced module for libtorch; onnx: opset 18, dynamic batch (default "
+        "safetensors)",
+    )
+    p.add_argument("--output", help="file to write (default RUN/export/encoder.<format suffix>)")
+    p.add_argument(
+        "--check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="compare exported and in-library features on random images (default on)",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-4,
+        help="largest accepted max|difference| / max|feature|; float32 exports reach ~1e-6",
+    )
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("demo", help="short SimCLR pre-training + evaluation (embedded default)")
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. train.epochs=1")
+    p.add_argument("--run-dir", default=None)
+    p.set_defaults(func=cmd_demo)
+    return parser

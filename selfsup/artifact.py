@@ -191,6 +191,7 @@ def export_metadata(run_meta: dict[str, Any], fmt: str) -> dict[str, Any]:
     channels, size = int(run_meta["in_channels"]), int(run_meta["image_size"])
     meta = {
         **{k: v for k, v in run_meta.items() if k != "format"},
+        "network": run_meta.get("network", "online"),  # files before it existed: online
         "format": EXPORT_FORMAT,
         "artefact": fmt,
         "input": {

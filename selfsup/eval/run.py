@@ -20,8 +20,10 @@ from selfsup.artifact import load_encoder_state
 from selfsup.config import Config, apply_overrides
 from selfsup.data import ImageDataset, iterate_batches
 from selfsup.eval.features import extract_features
+from selfsup.eval.from_checkpoint import checkpoint_encoder
 from selfsup.eval.knn import knn_accuracy
 from selfsup.eval.linear import linear_probe
+from selfsup.methods.registry import get_method
 
 
 def load_run_config(run_dir: str | Path) -> Config:
@@ -91,12 +93,28 @@ class EvalRow:
     knn: float | None = None
     linear: float | None = None
     linear_lr: float | None = None
+    network: str | None = None  # the run's row: "online" or "target" (the EMA copy)
 
 
 def linear_batch_norm(cfg: Config) -> bool:
-    """MAE's linear probe puts BatchNorm without affine before the linear layer (REFERENCE.md)."""
+    """BatchNorm without affine before the linear layer where the method's protocol has it
+    (MAE, REFERENCE.md), unless ``eval.linear_batch_norm`` says otherwise."""
     flag = cfg.eval.linear_batch_norm
-    return cfg.method == "mae" if flag is None else flag
+    return get_method(cfg.method).cls.linear_probe_batch_norm if flag is None else flag
+
+
+def run_network_encoder(
+    run: RunEncoder, cfg: Config, run_dir: str | Path, device: torch.device | str
+) -> tuple[nn.Module, str]:
+    """The encoder ``eval.network`` asks for and its name: the exported file when it holds
+    that network (``auto`` = the one the run exported, its method's protocol), else the other
+    network rebuilt from the last checkpoint."""
+    exported = str(run.meta.get("network", "online"))
+    network = exported if cfg.eval.network == "auto" else cfg.eval.network
+    if network == exported:
+        return run.encoder, network
+    encoder = checkpoint_encoder(cfg, run_dir, run.in_channels, network)
+    return encoder.to(device), network
 
 
 def evaluate_features(
@@ -163,7 +181,8 @@ def evaluate_run(
     if num_classes < 2:
         raise ValueError("evaluation needs at least 2 classes in the labelled data")
     rows = []
-    candidates: list[tuple[str, nn.Module | None]] = [(f"selfsup {cfg.method}", run.encoder)]
+    encoder, network = run_network_encoder(run, cfg, run_dir, device)
+    candidates: list[tuple[str, nn.Module | None]] = [(f"selfsup {cfg.method}", encoder)]
     if baselines:
         candidates.append(("random encoder", random_encoder(cfg, run.in_channels, device)))
         candidates.append(("raw pixels", None))
@@ -174,6 +193,7 @@ def evaluate_run(
             train = features_of(model, train_set, cfg, device)
             test = features_of(model, test_set, cfg, device)
         rows.append(evaluate_features(name, train, test, cfg, protocols, num_classes, device))
+    rows[0].network = network
     (Path(run_dir) / "eval.json").write_text(json.dumps([asdict(r) for r in rows], indent=2))
     return rows
 

@@ -68,6 +68,9 @@ class Method(nn.Module):
 
     name: ClassVar[str] = "method"  # set by selfsup.methods.registry.register_method
     default_network: ClassVar[Network] = "online"
+    # The linear-probe protocol of the method's paper puts BatchNorm1d(affine=False) before the
+    # linear layer (MAE); eval.linear_batch_norm overrides it.
+    linear_probe_batch_norm: ClassVar[bool] = False
 
     def __init__(self, backbone: nn.Module, view_recipe: MultiViewTransform) -> None:
         super().__init__()

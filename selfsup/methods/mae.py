@@ -89,6 +89,8 @@ class MAE(Method):
         torch.Size([])
     """
 
+    linear_probe_batch_norm = True  # the paper's linear probe: BN without affine first
+
     def __init__(
         self,
         backbone: nn.Module,

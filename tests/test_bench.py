@@ -15,7 +15,7 @@ from selfsup import bench
 from selfsup.cli import main
 from selfsup.data import TensorImageDataset
 from selfsup.views import ViewSpec
-from tests.conftest import tiny_config
+from tests.conftest import METHOD_OVERRIDES, tiny_config
 
 PEAK = (128,)  # a small matmul keeps the peak measurement quick in tests
 
@@ -60,7 +60,9 @@ def test_bench_reports_every_field_consistently(tmp_path, capsys) -> None:
     # The step runs the backbone on the same views plus the projector and NT-Xent.
     assert r["step_gflop"] > r["backbone_gflop"] > 0
     assert r["step_gflops"] == pytest.approx(r["step_gflop"] * r["step_img_s"] / r["batch_size"])
-    assert 0 < r["peak_fraction"] < 1
+    # The fraction of the peak is a ratio of two timings: on a busy machine it can pass 1.
+    assert r["peak_fraction"] == pytest.approx(r["step_gflops"] / r["matmul_peak_gflops"])
+    assert r["peak_fraction"] > 0
     assert r["peak_dtype"] == "float32"  # tiny_config runs in fp32
     assert r["peak_memory_mib"] >= r["memory_at_start_mib"] > 0
     assert "ru_maxrss" in r["memory_kind"]
@@ -84,7 +86,7 @@ def test_image_folder_round_trip_is_pixel_exact(tmp_path) -> None:
         source = TensorImageDataset(images, None, "noise", None)
         root = tmp_path / str(channels)
         root.mkdir()
-        folder = bench._write_image_folder(source, root, count=5)
+        folder = bench.write_image_folder(source, root, count=5)
         assert len(folder) == 5
         decoded, _ = folder.get_batch(torch.arange(5))
         assert torch.equal(decoded, images)
@@ -129,8 +131,14 @@ def test_scaling_shows_the_quadratic_nt_xent_term() -> None:
         # the backbone grow faster than linearly.
         assert large["beyond_backbone_gflop"] > 2 * small["beyond_backbone_gflop"] > 0
         assert large["step_gflop"] > 2 * small["step_gflop"]
-    assert all(r["loss_name"] == "NT-Xent" and r["loss_ms"] > 0 for r in rows)
-    assert "NT-Xent fwd+bwd ms" in bench.format_scaling(rows)
+    # The forward probe asks the method for its step: the same column for every method.
+    assert all(r["forward_ms"] > 0 for r in rows)
+    assert "training_step forward ms" in bench.format_scaling(rows)
+
+
+def test_scaling_probes_any_method_without_naming_it() -> None:
+    rows = bench.run_scaling(tiny_config(*METHOD_OVERRIDES["mae"]), [16], steps=1, warmup=0)
+    assert rows[0]["forward_ms"] > 0 and rows[0]["step_ms"] > 0
 
 
 def test_knn_bench_rows_and_memory_bound() -> None:

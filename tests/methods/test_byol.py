@@ -17,6 +17,8 @@ from selfsup.data import EpochLoader, TensorImageDataset, load_dataset
 from selfsup.methods.base import Progress, embedding_std
 from selfsup.methods.byol import BYOL, byol_predictor, byol_projector
 from selfsup.train.optim import build_optimizer, param_groups, scaled_lr
+from selfsup.train.schedules import constant_schedule
+from selfsup.train.step import TrainStep
 from selfsup.views import MultiViewTransform, byol_views
 from tests.conftest import requires_fashion_mnist
 
@@ -325,6 +327,7 @@ def _train_fashion_mnist(collapse: bool, steps: int = 40) -> tuple[list[float], 
     lr = scaled_lr(0.2 * 6, batch, "linear")  # 0.6 * B / 256: a short run needs a high rate
     optimizer = build_optimizer("lars", param_groups(method, 1.5e-6), lr=lr, weight_decay=1.5e-6)
     loader = EpochLoader(data, batch, seed=0)
+    step = TrainStep(method, optimizer, constant_schedule(lr, steps), loader.steps_per_epoch())
     generator = torch.Generator().manual_seed(0)
     method.train()
     stds: list[float] = []
@@ -332,13 +335,9 @@ def _train_fashion_mnist(collapse: bool, steps: int = 40) -> tuple[list[float], 
     epoch = 0
     while len(stds) < steps:
         for images, _ in loader.iterate(epoch):
-            out = method.training_step(method.make_views(images, generator))
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            optimizer.step()
-            method.after_step(Progress(len(stds), steps, epoch, loader.steps_per_epoch()))
-            stds.append(out.logs["embedding_std"].item())
-            losses.append(out.loss.item())
+            result = step(images, len(stds), generator)
+            stds.append(result.logs["embedding_std"].item())
+            losses.append(result.loss.item())
             if len(stds) == steps:
                 break
         epoch += 1

@@ -13,12 +13,15 @@ Kill points (``point``):
   ``best-step<N>.pt``): the temporary file holds half of it when the process dies.
 * ``before_rename``: that temporary file is complete and fsynced, not yet renamed.
 * ``none``: no kill of its own; the parent kills the process at an instant it does not choose.
+  The child waits (up to 10 minutes) in ``after_step`` of step :data:`STALL_STEP`, so that
+  however slowly the parent polls, the run cannot end before its kill.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,7 @@ KILL_RUN = (
     "train.deterministic=true",
 )
 TOTAL_STEPS = 20
+STALL_STEP = 16  # point "none": where the child waits for the parent's kill
 CHECKPOINT_STEPS = (3, 6, 9, 10, 12, 15, 18, 20)
 
 
@@ -84,6 +88,16 @@ def run(
             after_step(progress)
 
         trainer.method.after_step = dying_after_step  # type: ignore[method-assign]
+
+    elif point == "none":
+        after_step = trainer.method.after_step
+
+        def waiting_after_step(progress: Progress) -> None:
+            if progress.step + 1 == STALL_STEP:
+                time.sleep(600)  # the parent kills the child long before
+            after_step(progress)
+
+        trainer.method.after_step = waiting_after_step  # type: ignore[method-assign]
 
     elif point in ("mid_write", "before_rename"):
         real_save, real_replace = torch.save, os.replace

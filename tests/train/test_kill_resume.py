@@ -1,9 +1,10 @@
 """A run killed with SIGKILL at any instant resumes to the same run, bit for bit.
 
-For every method, a child process (``kill_child.run``) trains a tiny deterministic CPU run and
-dies: in the middle of a step at a seeded random step, while writing a checkpoint (half-written
-temporary file, or complete but not renamed), while writing a best-k checkpoint, or when the
-parent kills it at an instant of its own. The parent then checks what the kill left on disk
+A child process (``kill_child.run``) trains a tiny deterministic CPU run and dies: for every
+method in the middle of a step at a seeded random step; for one method (the write paths are the
+same for all) while writing a checkpoint (half-written temporary file, or complete but not
+renamed), while writing a best-k checkpoint, or when the parent kills it at an instant of its
+own. The parent then checks what the kill left on disk
 (the previous checkpoint loads and is the expected step), resumes the run from disk and compares
 it with an uninterrupted run of the same config: the method's tensors, the last checkpoint
 (optimiser, scaler, every RNG, trainer state), the best-k checkpoints and ``metrics.jsonl``.
@@ -36,26 +37,21 @@ def _seeded(name: str) -> random.Random:
     return random.Random(f"selfsup-kill-{name}")
 
 
-# Per method: a kill in the middle of a step at a random step (after the first checkpoint), and
-# a kill during a checkpoint write at a random checkpoint step, alternating the two write kills.
+# Every method resumes bitwise equal: a kill in the middle of a step at a seeded random step
+# (after the first checkpoint). The write paths do not depend on the method, so each is killed
+# once, with SimCLR: a torn temporary file, a complete one not yet renamed (both of last.pt at a
+# seeded random checkpoint step), and the best-k checkpoint written before last.pt at the end.
 SCENARIOS = [
     *[
         (m, "in_step", _seeded(m).randint(CHECKPOINT_STEPS[0] + 1, TOTAL_STEPS), "last.pt")
         for m in METHODS
     ],
-    *[
-        (
-            m,
-            ("mid_write", "before_rename")[i % 2],
-            _seeded(f"write-{m}").choice(CHECKPOINT_STEPS[1:]),
-            "last.pt",
-        )
-        for i, m in enumerate(METHODS)
-    ],
-    # A best-k checkpoint is written before last.pt at an epoch end: killed during that write.
-    ("simclr", "mid_write", 10, "best-step10.pt"),
-    ("mae", "before_rename", 20, "best-step20.pt"),
+    ("simclr", "mid_write", _seeded("write-simclr").choice(CHECKPOINT_STEPS[1:]), "last.pt"),
+    ("simclr", "before_rename", _seeded("write-moco").choice(CHECKPOINT_STEPS[1:]), "last.pt"),
+    ("simclr", "before_rename", 20, "best-step20.pt"),
 ]
+# A guard against a hung child, not a speed bound: far above a child's run on a busy machine.
+HANG_GUARD_S = 900
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -174,7 +170,7 @@ def test_a_killed_run_resumes_bitwise(forkserver, reference, tmp_path, method, p
     expected = reference(method)
     run_dir = tmp_path / "run"
     child = _start(forkserver, run_dir, method, point, step, target)
-    child.join(timeout=300)
+    child.join(timeout=HANG_GUARD_S)
     assert child.exitcode == -signal.SIGKILL, (
         f"the child should die by SIGKILL, got {child.exitcode}"
     )
@@ -201,19 +197,20 @@ def test_a_run_killed_at_an_instant_the_parent_picks_resumes_bitwise(
     forkserver, reference, tmp_path
 ):
     """The parent sends SIGKILL as soon as step 8 is logged: the child may be anywhere (in a
-    step, writing metrics, writing the checkpoint of step 9)."""
+    step, writing metrics, writing the checkpoint of step 9). The child waits at step
+    ``kill_child.STALL_STEP``, so a slow parent still kills it before the run ends."""
     expected = reference("simclr")
     run_dir = tmp_path / "run"
     child = _start(forkserver, run_dir, "simclr", "none", 0, "last.pt")
     metrics = run_dir / "metrics.jsonl"
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + HANG_GUARD_S
     while child.is_alive() and time.monotonic() < deadline:
         lines = metrics.read_text().splitlines() if metrics.exists() else []
         if any('"kind": "train", "step": 8,' in line for line in lines):
             os.kill(child.pid, signal.SIGKILL)
             break
         time.sleep(0.002)
-    child.join(timeout=60)
+    child.join(timeout=HANG_GUARD_S)
     assert child.exitcode == -signal.SIGKILL, "the run ended before the parent could kill it"
 
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] >= 6

@@ -296,7 +296,7 @@ def test_disk_full_while_logging_metrics_is_a_clear_error(tmp_path, monkeypatch)
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr("selfsup.train.trainer.open", full_disk, raising=False)
+    monkeypatch.setattr("selfsup.train.metrics.open", full_disk, raising=False)
     with pytest.raises(CheckpointError, match=r"could not append to .*metrics.jsonl \(No space"):
         trainer.fit()
     assert load_checkpoint(trainer.checkpoint_path)["step"] == 3

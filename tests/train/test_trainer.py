@@ -3,6 +3,8 @@ import json
 import pytest
 import torch
 
+from selfsup.methods.upgrade import CHECKPOINT_FORMAT
+from selfsup.train.checkpoint import CheckpointError, load_checkpoint
 from selfsup.train.trainer import NonFiniteLossError, Trainer, resolve_precision
 from tests.conftest import METHOD_OVERRIDES, tiny_config
 
@@ -125,7 +127,33 @@ def test_compiled_training_step_trains_the_same_state_as_eager(tmp_path):
         tiny_config("train.max_steps=3", "train.compile=true", "train.compile_backend=eager"),
         tmp_path / "b",
     )
-    assert compiled._compiled_step is not None and eager._compiled_step is None
+    assert compiled.train_step.compiled_step is not None and eager.train_step.compiled_step is None
     compiled.fit()
     a, b = eager.method.state_dict(), compiled.method.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_brings_the_method_state_through_the_checkpoint_upgrade(tmp_path, monkeypatch):
+    trainer = Trainer(tiny_config("train.max_steps=2"), tmp_path / "run")
+    trainer.fit()
+    assert load_checkpoint(trainer.checkpoint_path)["format"] == CHECKPOINT_FORMAT
+    seen: list[tuple[str, str, list[str]]] = []
+
+    def upgrade(method: str, state: dict, checkpoint_format: str) -> dict:
+        seen.append((method, checkpoint_format, sorted(state)))
+        return state
+
+    monkeypatch.setattr("selfsup.train.run_state.upgrade_method_state", upgrade)
+    resumed = Trainer(tiny_config("train.max_steps=3"), tmp_path / "run")
+    resumed.fit(resume=True)
+    assert seen == [("simclr", CHECKPOINT_FORMAT, sorted(resumed.method.state_dict()))]
+
+    def refuse(method: str, state: dict, checkpoint_format: str) -> dict:
+        raise ValueError("a checkpoint of selfsup-checkpoint/0 cannot resume; start the run again")
+
+    monkeypatch.setattr("selfsup.train.run_state.upgrade_method_state", refuse)
+    with pytest.raises(CheckpointError) as info:
+        Trainer(tiny_config("train.max_steps=4"), tmp_path / "run").fit(resume=True)
+    assert str(info.value) == (
+        "a checkpoint of selfsup-checkpoint/0 cannot resume; start the run again"
+    )

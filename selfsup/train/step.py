@@ -1,0 +1,271 @@
+"""One optimisation step of any method, as one object: :class:`TrainStep`.
+
+The trainer, ``selfsup bench`` and a user's own loop take the same step through here, so what
+is trained and what is measured cannot drift apart::
+
+    views = step.views(images, generator)       # the method's batched views, on the device
+    result = step.update(views, global_step)    # zero_grad, forward (autocast), backward,
+                                                # unscale, clip, before_optimizer_step,
+                                                # lr/wd of global_step, optimiser step, after_step
+
+``TrainStep`` reports what happened (loss, logs, lr, a skipped step) and decides nothing about
+the run: logging, stopping on NaN/inf and checkpoints are the caller's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, cast
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from selfsup import build
+from selfsup.methods import Method, Progress, StepOutput
+from selfsup.train.device import autocast, resolve_precision
+from selfsup.train.optim import ClipMode, clip_gradients_
+from selfsup.train.schedules import cosine_schedule
+
+if TYPE_CHECKING:
+    from selfsup.config import Config
+
+__all__ = ["StepResult", "TrainStep"]
+
+NonFinitePart = Literal["loss", "gradients"]
+
+
+@dataclass
+class StepResult:
+    """What one :meth:`TrainStep.update` did. Tensors stay on the device: no host sync."""
+
+    loss: Tensor  # [] detached
+    logs: dict[str, Tensor] = field(default_factory=dict)  # the method's detached scalars
+    lr: float = 0.0  # the learning rate of this step
+    # Skip mode: "loss" or "gradients" when that was NaN/inf and the step was undone (buffers
+    # restored, no optimiser step, no after_step); None when the step was taken.
+    skipped: NonFinitePart | None = None
+
+
+class TrainStep:
+    """The method's training step with its optimiser, schedules, precision and hooks.
+
+    Args:
+        method: the method to train (its parameters already on ``device``).
+        optimizer: over the method's parameters; its groups' ``lr`` (and, with
+            ``wd_schedule``, the ``weight_decay`` of groups that decay) are set at every step.
+        lr_schedule: ``[total_steps]`` learning rate per global step (its length is the run's
+            length, passed to ``method.configure_schedules``).
+        steps_per_epoch: optimiser steps per epoch (for the method's epoch-based rules).
+        wd_schedule: ``[total_steps]`` weight decay per step for the groups without
+            ``lars_exclude``, or None to leave weight decay alone.
+        autocast_dtype: mixed precision dtype (see :func:`resolve_precision`); None = fp32.
+            fp16 scales the loss with a ``GradScaler``.
+        channels_last: convert the method and the views to channels-last memory format.
+        clip_grad: clip gradients to this norm (:func:`clip_gradients_` in ``clip_mode``).
+        skip_nonfinite: undo a step whose loss or gradients are NaN/inf (one host sync a step).
+        compile_backend: ``torch.compile`` the method's ``training_step`` with this backend.
+        device: where the method lives (default: the device of its first parameter).
+        peak_lr: the scaled learning rate before the schedule, for reports (default: the
+            schedule's largest value).
+
+    Example (a user's own loop; ``step(...)`` is ``step.update(step.views(...), ...)``):
+        >>> import torch
+        >>> from torch import nn
+        >>> from selfsup.methods.byol import BYOL, byol_predictor, byol_projector
+        >>> from selfsup.views import MultiViewTransform, byol_views
+        >>> _ = torch.manual_seed(0)
+        >>> backbone = nn.Sequential(nn.Flatten(), nn.Linear(64, 32))
+        >>> recipe = MultiViewTransform(byol_views(8), mean=[0.5], std=[0.25])
+        >>> method = BYOL(backbone, byol_projector(32, 64, 16), byol_predictor(16, 64), recipe)
+        >>> params = [p for p in method.parameters() if p.requires_grad]
+        >>> optimizer = torch.optim.SGD(params, lr=0.0, momentum=0.9)
+        >>> lrs = cosine_schedule(0.05, 0.0, total_steps=6)
+        >>> step = TrainStep(method, optimizer, lrs, steps_per_epoch=3)
+        >>> generator = torch.Generator().manual_seed(0)
+        >>> for global_step in range(6):
+        ...     images = torch.randint(0, 256, (8, 1, 8, 8), dtype=torch.uint8)
+        ...     result = step(images, global_step, generator)
+        >>> result.lr, result.skipped, bool(torch.isfinite(result.loss))
+        (0.0, None, True)
+    """
+
+    def __init__(
+        self,
+        method: Method,
+        optimizer: torch.optim.Optimizer,
+        lr_schedule: Sequence[float] | np.ndarray,
+        steps_per_epoch: int,
+        *,
+        wd_schedule: Sequence[float] | np.ndarray | None = None,
+        autocast_dtype: torch.dtype | None = None,
+        channels_last: bool = False,
+        clip_grad: float | None = None,
+        clip_mode: ClipMode = "global",
+        skip_nonfinite: bool = False,
+        compile_backend: str | None = None,
+        device: torch.device | None = None,
+        peak_lr: float | None = None,
+    ) -> None:
+        self.lr_schedule = np.asarray(lr_schedule, dtype=np.float64)  # [total_steps]
+        self.total_steps = len(self.lr_schedule)
+        if self.total_steps < 1 or steps_per_epoch < 1:
+            raise ValueError(
+                f"need a learning-rate schedule of >= 1 step and steps_per_epoch >= 1, got "
+                f"{self.total_steps} and {steps_per_epoch}; build it as epochs * steps_per_epoch"
+            )
+        self.wd_schedule = None if wd_schedule is None else np.asarray(wd_schedule, np.float64)
+        if self.wd_schedule is not None and len(self.wd_schedule) != self.total_steps:
+            raise ValueError(
+                f"wd_schedule has {len(self.wd_schedule)} steps, lr_schedule {self.total_steps}; "
+                "build both for the same run length"
+            )
+        self.method = method
+        self.optimizer = optimizer
+        self.steps_per_epoch = steps_per_epoch
+        self.device = device if device is not None else _device_of(method)
+        self.autocast_dtype = autocast_dtype
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            method.to(memory_format=torch.channels_last)
+        self.clip_grad = clip_grad
+        self.clip_mode = clip_mode
+        self.skip_nonfinite = skip_nonfinite
+        self.peak_lr = float(self.lr_schedule.max()) if peak_lr is None else peak_lr
+        # Indices, not the dicts: optimizer.load_state_dict replaces the group dicts on resume.
+        self.decay_groups = [
+            i for i, g in enumerate(optimizer.param_groups) if not g.get("lars_exclude")
+        ]
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=autocast_dtype == torch.float16
+        )
+        # torch.compile of the forward (backbone, heads, loss); state stays in the method, so
+        # checkpoints and resume are unchanged.
+        self.compiled_step: Callable[[list[Tensor]], StepOutput] | None = None
+        if compile_backend is not None:
+            self.compile(compile_backend)
+        method.configure_schedules(self.total_steps, steps_per_epoch)
+
+    @classmethod
+    def from_config(
+        cls, cfg: Config, method: Method, steps_per_epoch: int, device: torch.device | str
+    ) -> TrainStep:
+        """The step ``cfg`` describes for a run of ``train.epochs * steps_per_epoch`` steps:
+        its optimiser, warm-up + cosine learning rate, weight decay, precision, clipping,
+        channels-last, NaN/inf mode and compilation. Moves ``method`` to ``device``."""
+        o, t = cfg.optim, cfg.train
+        device = torch.device(device)
+        method.to(device)
+        if t.channels_last:
+            method.to(memory_format=torch.channels_last)
+        optimizer, peak_lr = build.make_optimizer(cfg, method)
+        total = t.epochs * steps_per_epoch
+        warmup = min(round(o.warmup_epochs * steps_per_epoch), total - 1)
+        # Weight decay: constant, or a cosine from weight_decay to final_weight_decay (DINO),
+        # applied to the groups that decay (never to biases and norm parameters).
+        wd = (
+            None
+            if o.final_weight_decay is None
+            else cosine_schedule(o.weight_decay, o.final_weight_decay, total)
+        )
+        return cls(
+            method,
+            optimizer,
+            cosine_schedule(peak_lr, o.final_lr, total, warmup),
+            steps_per_epoch,
+            wd_schedule=wd,
+            autocast_dtype=resolve_precision(t.precision, device),
+            channels_last=t.channels_last,
+            clip_grad=o.clip_grad,
+            clip_mode=cast(ClipMode, o.clip_grad_mode),
+            skip_nonfinite=t.on_nonfinite == "skip",
+            compile_backend=t.compile_backend if t.compile else None,
+            device=device,
+            peak_lr=peak_lr,
+        )
+
+    def compile(self, backend: str = "inductor") -> None:
+        """Run the method's ``training_step`` through ``torch.compile`` from now on (the first
+        call compiles). The eager backend keeps the arithmetic bitwise."""
+        self.compiled_step = torch.compile(self.method.training_step, backend=backend)
+
+    def autocast(self) -> torch.autocast:
+        """The step's mixed-precision context (a no-op in fp32)."""
+        return autocast(self.device, self.autocast_dtype)
+
+    def progress(self, global_step: int) -> Progress:
+        """The method hooks' view of ``global_step`` (0-based)."""
+        epoch = global_step // self.steps_per_epoch
+        return Progress(global_step, self.total_steps, epoch, self.steps_per_epoch)
+
+    def views(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
+        """The method's views of a uint8 batch ``[B, C, H, W]`` on the device, in the step's
+        memory format."""
+        views = self.method.make_views(images, generator)
+        return [v.contiguous(memory_format=self.memory_format) for v in views]
+
+    def __call__(
+        self, images: Tensor, global_step: int, generator: torch.Generator | None = None
+    ) -> StepResult:
+        """:meth:`views` then :meth:`update`."""
+        return self.update(self.views(images, generator), global_step)
+
+    def update(self, views: list[Tensor], global_step: int) -> StepResult:
+        """One optimiser step on ``views`` at ``global_step`` (0-based, < ``total_steps``)."""
+        if not 0 <= global_step < self.total_steps:
+            raise IndexError(
+                f"global_step {global_step} is outside this run's {self.total_steps} steps; "
+                "build the TrainStep for the whole run (epochs * steps_per_epoch)"
+            )
+        method, optimizer, scaler = self.method, self.optimizer, self.scaler
+        lr = float(self.lr_schedule[global_step])
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        if self.wd_schedule is not None:
+            for i in self.decay_groups:
+                optimizer.param_groups[i]["weight_decay"] = float(self.wd_schedule[global_step])
+        progress = self.progress(global_step)
+        params = [p for p in method.parameters() if p.requires_grad]
+        # Skip mode: the buffers before the forward (BN statistics, queue, center), to restore.
+        saved = [(b, b.detach().clone()) for b in method.buffers()] if self.skip_nonfinite else []
+        optimizer.zero_grad(set_to_none=True)
+        with self.autocast():
+            out = (self.compiled_step or method.training_step)(views)
+        loss = out.loss.detach()
+        scaler.scale(out.loss).backward()
+        if self.clip_grad is not None or self.skip_nonfinite:
+            scaler.unscale_(optimizer)
+        if self.skip_nonfinite:
+            part = nonfinite_part(loss, params)  # one host sync per step in skip mode
+            if part is not None:
+                for buffer, before in saved:
+                    buffer.copy_(before)
+                optimizer.zero_grad(set_to_none=True)
+                if scaler.is_enabled():
+                    scaler.update()  # fp16: back off the loss scale (unscale_ found the inf)
+                return StepResult(loss, out.logs, lr, skipped=part)
+        if self.clip_grad is not None:
+            clip_gradients_(params, self.clip_grad, self.clip_mode)
+        method.before_optimizer_step(progress)
+        scaler.step(optimizer)
+        scaler.update()
+        method.after_step(progress)
+        return StepResult(loss, out.logs, lr)
+
+
+def nonfinite_part(loss: Tensor, params: Sequence[Tensor]) -> NonFinitePart | None:
+    """'loss' or 'gradients' when that is NaN/inf, else None (one host sync)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    grads_finite = (
+        torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
+        if grads
+        else torch.ones((), dtype=torch.bool, device=loss.device)
+    )
+    loss_ok, grads_ok = torch.stack([torch.isfinite(loss).all(), grads_finite]).tolist()
+    return None if loss_ok and grads_ok else ("loss" if not loss_ok else "gradients")
+
+
+def _device_of(method: Method) -> torch.device:
+    tensors = [*method.parameters(), *method.buffers()][:1]
+    return tensors[0].device if tensors else torch.device("cpu")

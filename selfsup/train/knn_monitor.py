@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from selfsup import build
 from selfsup.config import Config
-from selfsup.data import ImageDataset
+from selfsup.data import ImageDataset, iterate_batches
 from selfsup.eval.features import extract_features
 from selfsup.eval.knn import knn_accuracy
 
@@ -36,14 +34,14 @@ class OnlineKNN:
         query_idx = torch.randperm(len(test), generator=gen)[: t.knn_test_samples or len(test)]
         bank, bank_labels = extract_features(
             encoder,
-            _index_batches(train, bank_idx, e.batch_size, self.device),
+            iterate_batches(train, e.batch_size, self.device, bank_idx),
             transform,
             self.device,
             channels_last=t.channels_last,
         )
         query, query_labels = extract_features(
             encoder,
-            _index_batches(test, query_idx, e.batch_size, self.device),
+            iterate_batches(test, e.batch_size, self.device, query_idx),
             transform,
             self.device,
             channels_last=t.channels_last,
@@ -58,11 +56,3 @@ class OnlineKNN:
             k=e.knn_k,
             temperature=e.knn_temperature,
         )
-
-
-def _index_batches(
-    dataset: ImageDataset, indices: Tensor, batch_size: int, device: torch.device
-) -> Iterator[tuple[Tensor, Tensor]]:
-    for chunk in indices.split(batch_size):
-        images, labels = dataset.get_batch(chunk)
-        yield images.to(device, non_blocking=True), labels

@@ -58,8 +58,9 @@ class TrainStep:
         lr_schedule: ``[total_steps]`` learning rate per global step (its length is the run's
             length, passed to ``method.configure_schedules``).
         steps_per_epoch: optimiser steps per epoch (for the method's epoch-based rules).
-        wd_schedule: ``[total_steps]`` weight decay per step for the groups without
-            ``lars_exclude``, or None to leave weight decay alone.
+        wd_schedule: ``[total_steps]`` weight decay per step for the groups that decay (their
+            ``"decay"`` flag from :func:`param_groups`, else those without ``lars_exclude``),
+            or None to leave weight decay alone.
         autocast_dtype: mixed precision dtype (see :func:`resolve_precision`); None = fp32.
             fp16 scales the loss with a ``GradScaler``.
         channels_last: convert the method and the views to channels-last memory format.
@@ -134,8 +135,12 @@ class TrainStep:
         self.skip_nonfinite = skip_nonfinite
         self.peak_lr = float(self.lr_schedule.max()) if peak_lr is None else peak_lr
         # Indices, not the dicts: optimizer.load_state_dict replaces the group dicts on resume.
+        # A group decays when param_groups says so ("decay"); groups built elsewhere decay
+        # unless LARS excludes them (biases and norm parameters).
         self.decay_groups = [
-            i for i, g in enumerate(optimizer.param_groups) if not g.get("lars_exclude")
+            i
+            for i, g in enumerate(optimizer.param_groups)
+            if g.get("decay", not g.get("lars_exclude"))
         ]
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=autocast_dtype == torch.float16

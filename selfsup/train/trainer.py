@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from selfsup import build
@@ -278,8 +279,11 @@ class Trainer:
                 )
                 raise KeyboardInterrupt
         self.nonfinite.raise_if_nonfinite()
-        meta = build.encoder_meta(self.cfg, self.in_channels, self.method.encoder)
-        save_encoder(self.run_dir, self.method.encoder, meta)
+        # The network the method's protocol evaluates (DINO: the teacher), or eval.network's.
+        network = self.method.resolve_network(self.cfg.eval.network)
+        encoder = self.method.encoder_for(network)
+        meta = build.encoder_meta(self.cfg, self.in_channels, encoder, network)
+        save_encoder(self.run_dir, encoder, meta)
         wall = time.perf_counter() - start
         self.metrics.append({"kind": "end", "step": self.step, "wall_time_s": wall})
         epochs = self.step // self.steps_per_epoch
@@ -379,7 +383,7 @@ class Trainer:
         if warnings:
             record["warnings"] = warnings
         if self.knn is not None and t.knn_every and (epoch + 1) % t.knn_every == 0:
-            self._last_knn = record["knn_top1"] = self.knn(self.method.encoder)
+            self._last_knn = record["knn_top1"] = self.knn(self._evaluated_encoder())
             tqdm.write(
                 f"epoch {epoch + 1}: online {self.cfg.eval.knn_k}-NN top-1 "
                 f"{100 * self._last_knn:.2f}%"
@@ -389,7 +393,11 @@ class Trainer:
 
     def online_knn(self) -> float | None:
         """k-NN accuracy of the current encoder (subset bank for speed; see train.knn_*)."""
-        return None if self.knn is None else self.knn(self.method.encoder)
+        return None if self.knn is None else self.knn(self._evaluated_encoder())
+
+    def _evaluated_encoder(self) -> nn.Module:
+        """The network evaluation and export use (``eval.network``; DINO: the teacher)."""
+        return self.method.encoder_for(self.cfg.eval.network)
 
     def _setup_record(self) -> dict[str, Any]:
         o, t = self.cfg.optim, self.cfg.train

@@ -230,18 +230,6 @@ def test_diagnose_names_both_collapse_modes():
     assert "one dimension" in dominant and "center" in dominant
 
 
-def test_vit_student_takes_local_crops_through_interpolated_position_embeddings(tmp_path):
-    cfg = tiny_config(
-        *METHOD_OVERRIDES["dino"],
-        "backbone.name=vit_micro",
-        "backbone.patch_size=4",
-        "train.max_steps=2",
-    )
-    trainer = Trainer(cfg, tmp_path / "run")
-    result = trainer.fit()
-    assert result.steps == 2 and math.isfinite(result.final_loss)
-
-
 def test_trainer_keeps_the_last_layer_fixed_while_frozen(tmp_path):
     cfg = tiny_config(
         *METHOD_OVERRIDES["dino"], "dino.freeze_last_layer_epochs=1", "train.max_steps=3"

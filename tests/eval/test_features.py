@@ -138,7 +138,9 @@ def test_features_are_usable_by_autograd() -> None:
     assert not features.is_inference()
     weight = torch.randn(6, 2, requires_grad=True)
     (features @ weight).sum().backward()
-    assert weight.grad is not None
+    # d/dW sum(F W) = F^T 1: every column of the gradient is the column sums of the features.
+    expected = features.sum(dim=0, keepdim=True).T.expand(6, 2)  # [6, 2]
+    torch.testing.assert_close(weight.grad, expected)
 
 
 def test_generator_is_consumed_once() -> None:

@@ -93,9 +93,9 @@ def test_center_moves_by_the_ema_of_the_teacher_batch_mean():
     torch.testing.assert_close(loss_fn.center, expected)
     # the second loss uses the updated center, then moves it again
     s = torch.randn(3, 3)
-    want_loss = dino_loss(s, t2, expected, 3, 2, 0.1, 0.04)
+    want_loss = reference_dino_loss(s, t2, expected, 3, 0.1, 0.04)
     got_loss = loss_fn(s, t2, num_crops=3, teacher_temperature=0.04)
-    assert got_loss.item() == pytest.approx(want_loss.item())
+    assert got_loss.item() == pytest.approx(want_loss, rel=1e-5)
     torch.testing.assert_close(
         loss_fn.center, 0.9 * expected + 0.1 * torch.tensor([[0.0, 0.0, 10.0]])
     )
@@ -270,18 +270,6 @@ def test_diagnose_names_both_collapse_modes():
     assert "uniform" in uniform
     (dominant,) = method.diagnose({"teacher_entropy": 0.001, "kl": 0.0001})
     assert "one dimension" in dominant and "center" in dominant
-
-
-def test_vit_student_takes_local_crops_through_interpolated_position_embeddings(tmp_path):
-    cfg = tiny_config(
-        *METHOD_OVERRIDES["dino"],
-        "backbone.name=vit_micro",
-        "backbone.patch_size=4",
-        "train.max_steps=2",
-    )
-    trainer = Trainer(cfg, tmp_path / "run")
-    result = trainer.fit()
-    assert result.steps == 2 and math.isfinite(result.final_loss)
 
 
 def test_trainer_keeps_the_last_layer_fixed_while_frozen(tmp_path):

@@ -3,8 +3,9 @@ import torch
 
 from selfsup.backbones import ResNet
 from selfsup.methods import SimCLR, embedding_std
-from selfsup.nn import NTXentLoss, simclr_projector
+from selfsup.nn import simclr_projector
 from selfsup.views import MultiViewTransform, simclr_small_view
+from tests.nn.test_losses import reference_nt_xent
 
 
 def _simclr(views: int = 2) -> SimCLR:
@@ -21,10 +22,12 @@ def test_training_step_is_nt_xent_on_projections_of_both_views():
     views = method.make_views(images, torch.Generator().manual_seed(1))
     assert [v.shape for v in views] == [(8, 1, 16, 16)] * 2
     out = method.training_step(views)
-    # Reference: the same network applied to the concatenated views, then NT-Xent.
-    z = method.projector(method.backbone(torch.cat(views)))
-    expected = NTXentLoss(0.5)(*z.chunk(2))
-    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    # Reference: the same network applied to the concatenated views, then NT-Xent (T = 0.5)
+    # written as a loop over anchors in NumPy.
+    with torch.no_grad():
+        z = method.projector(method.backbone(torch.cat(views))).double().numpy()  # [16, 16]
+    expected = reference_nt_xent(z[:8], z[8:], 0.5)
+    assert out.loss.item() == pytest.approx(expected, rel=1e-5)
     assert out.embeddings is not None and out.embeddings.shape == (16, 16)
     assert not out.embeddings.requires_grad
     out.loss.backward()
@@ -47,3 +50,7 @@ def test_embedding_std_detects_collapse():
     collapsed = torch.ones(512, 64) + 1e-6 * torch.randn(512, 64)
     assert embedding_std(spread).item() == pytest.approx(1 / 64**0.5, rel=0.1)
     assert embedding_std(collapsed).item() < 1e-4
+    # By hand: rows (3, 0) and (0, 0.5) normalise to e_1 and e_2; each column holds {1, 0},
+    # whose sample std is sqrt(((1 - 0.5)^2 + (0 - 0.5)^2) / 1) = sqrt(0.5).
+    two = torch.tensor([[3.0, 0.0], [0.0, 0.5]])
+    assert embedding_std(two).item() == pytest.approx(0.5**0.5, rel=1e-6)

@@ -42,9 +42,13 @@ def test_patchify_and_unpatchify_refuse_bad_sizes():
 
 
 def test_num_kept_follows_mae_rule_without_round_off():
-    for length, ratio in [(196, 0.75), (49, 0.75), (64, 0.75), (49, 0.5), (50, 0.33), (256, 0.9)]:
-        assert num_kept(length, ratio) == int(length * (1 - ratio))
-    assert int(10 * (1 - 0.9)) == 0  # plain int() rounds 0.999... down to nothing
+    # MAE keeps floor(L * (1 - ratio)) patches: 196 * 0.25 = 49, 49 * 0.25 = 12.25, 64 * 0.25 = 16,
+    # 49 * 0.5 = 24.5, 50 * 0.67 = 33.5, 256 * 0.1 = 25.6.
+    cases = [(196, 0.75, 49), (49, 0.75, 12), (64, 0.75, 16), (49, 0.5, 24), (50, 0.33, 33)]
+    cases.append((256, 0.9, 25))
+    for length, ratio, kept in cases:
+        assert num_kept(length, ratio) == kept, (length, ratio)
+    # 10 * (1 - 0.9) is 0.9999999999999998 in floating point: a plain int() would keep nothing.
     assert num_kept(10, 0.9) == 1
 
 

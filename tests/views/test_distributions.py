@@ -188,8 +188,6 @@ def test_sampled_parameters_follow_the_reference_recipe(method: str) -> None:
 
 
 def test_dino_multi_crop_follows_the_reference_recipe() -> None:
-    if not hasattr(Config(), "dino"):
-        pytest.skip("DINO is not configured in this version")
     specs = _specs("dino")
     # 2 global crops (scale 0.4-1) then the local crops (scale 0.05-0.4); flip, jitter
     # (0.4, 0.4, 0.2, 0.1) p 0.8, grey 0.2; blur 1.0 / 0.1 / 0.5, solarize 0 / 0.2 / 0.

@@ -139,14 +139,17 @@ class Method(nn.Module):
         return []
 
     def configure_schedules(self, total_steps: int, steps_per_epoch: int) -> None:
-        """Precompute the method's per-step schedules (EMA momentum, DINO's teacher temperature)
-        for a run of ``total_steps`` optimiser steps, as the lr schedule is precomputed.
+        """Precompute the method's per-step schedules for a run of ``total_steps`` optimiser
+        steps, as the lr schedule is precomputed: here the EMA target's momentum array (DINO
+        adds its teacher temperature).
 
         Called once by the training step before the first step (and again, with the same values,
         when a run resumes). The arrays are derived, not state: they are never checkpointed.
-        Default: nothing to precompute.
         """
-        del total_steps, steps_per_epoch
+        del steps_per_epoch
+        target = getattr(self, "target", None)
+        if isinstance(target, EMATarget):
+            target.configure(total_steps)
 
     def before_optimizer_step(self, progress: Progress) -> None:
         """Hook after backward and gradient clipping, before the optimiser step (DINO cancels

@@ -161,10 +161,6 @@ class BYOL(Method):
             momentum_schedule=y.momentum_schedule,
         )
 
-    def configure_schedules(self, total_steps: int, steps_per_epoch: int) -> None:
-        del steps_per_epoch
-        self.target.configure(total_steps)
-
     def training_step(self, views: list[Tensor]) -> StepOutput:
         x1, x2 = views  # [N, C, H, W] each
         # Each view is its own forward pass, as in the official code: BatchNorm statistics

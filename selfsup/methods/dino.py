@@ -227,7 +227,7 @@ class DINO(Method):
 
     def configure_schedules(self, total_steps: int, steps_per_epoch: int) -> None:
         """Precompute the teacher momentum and temperature of every step of the run."""
-        self.target.configure(total_steps)
+        super().configure_schedules(total_steps, steps_per_epoch)  # the EMA momentum
         warmup_steps = round(self.warmup_teacher_temperature_epochs * steps_per_epoch)
         self.teacher_temperatures = teacher_temperature_schedule(
             self.warmup_teacher_temperature,

@@ -190,10 +190,6 @@ class MoCo(Method):
             proj_out_dim=m.proj_out_dim,
         )
 
-    def configure_schedules(self, total_steps: int, steps_per_epoch: int) -> None:
-        del steps_per_epoch
-        self.target.configure(total_steps)
-
     def training_step(self, views: list[Tensor]) -> StepOutput:
         check_views(views, "MoCo")
         x_q, x_k = views  # [N, C, H, W] each: query view, key view

@@ -171,10 +171,6 @@ class MoCoV3(Method):
             gather_distributed=v3.gather_distributed,
         )
 
-    def configure_schedules(self, total_steps: int, steps_per_epoch: int) -> None:
-        del steps_per_epoch
-        self.target.configure(total_steps)
-
     def training_step(self, views: list[Tensor]) -> StepOutput:
         check_views(views, "MoCo v3")
         x1, x2 = views  # [N, C, H, W] each

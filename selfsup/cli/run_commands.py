@@ -89,9 +89,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_embed(args: argparse.Namespace) -> int:
     from selfsup import build
-    from selfsup.data import load_dataset
+    from selfsup.data import iterate_batches, load_dataset
     from selfsup.eval.features import extract_features
-    from selfsup.eval.run import dataset_batches, load_encoder
+    from selfsup.eval.run import load_encoder
 
     run = load_encoder(args.run_dir, args.device)
     kind = "filelist" if Path(args.images).is_file() else "folder"
@@ -107,7 +107,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     )
     feats, _ = extract_features(
         run.encoder,
-        dataset_batches(dataset, args.batch_size, args.device),
+        iterate_batches(dataset, args.batch_size, args.device),
         build.eval_transform(run.cfg),
         args.device,
     )

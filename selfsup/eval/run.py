@@ -61,10 +61,6 @@ def random_encoder(cfg: Config, in_channels: int, device: str | torch.device = "
     return build.make_backbone(cfg, in_channels).to(device).eval()
 
 
-# The name selfsup/cli.py imports; the batches themselves are selfsup.data.iterate_batches.
-dataset_batches = iterate_batches
-
-
 def features_of(
     encoder: nn.Module, dataset: ImageDataset, cfg: Config, device: torch.device | str
 ) -> tuple[Tensor, Tensor]:

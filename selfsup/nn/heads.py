@@ -173,8 +173,8 @@ class WeightNormLinear(nn.Module):
 
     Example:
         >>> layer = WeightNormLinear(4, 3, norm_last_layer=True)
-        >>> layer.weight().norm(dim=1)  # unit rows while the gain is frozen at 1
-        tensor([1.0000, 1.0000, 1.0000], grad_fn=<LinalgVectorNormBackward0>)
+        >>> [round(n, 4) for n in layer.weight().norm(dim=1).tolist()]  # unit rows, gain at 1
+        [1.0, 1.0, 1.0]
         >>> layer(torch.randn(2, 4)).shape, layer.gain.requires_grad
         (torch.Size([2, 3]), False)
     """

@@ -40,13 +40,21 @@ RUN_META = {
     "mean": [0.3054],
     "std": [0.376],
 }
+# What this version writes: the same, plus which network the weights are and the two ViT
+# options added to the backbone section (files without them, like RUN_META, still load).
+CURRENT_META = {
+    **RUN_META,
+    "network": "online",
+    "backbone": {**RUN_META["backbone"], "drop_path_rate": 0.0, "freeze_patch_embed": False},
+}
 
 
 def test_encoder_meta_is_the_stated_layout() -> None:
     cfg = tiny_config("views.mean=[0.3054]", "views.std=[0.376]")
     encoder = build.make_backbone(cfg, 1)
     assert ENCODER_FORMAT == "selfsup-encoder/1" and EXPORT_FORMAT == "selfsup-export/1"
-    assert encoder_meta(cfg, 1, encoder) == RUN_META
+    assert encoder_meta(cfg, 1, encoder) == CURRENT_META
+    assert encoder_meta(cfg, 1, encoder, "target")["network"] == "target"
     assert build.encoder_meta is encoder_meta  # callers still reach it through build
 
 

@@ -259,26 +259,12 @@ def ema_update_(
 ) -> None:
     r"""In place: :math:`\theta_t \leftarrow m\,\theta_t + (1 - m)\,\theta_o` over parameters.
 
-    One fused ``torch._foreach_lerp_`` call for a float momentum (``_foreach_mul_`` +
-    ``_foreach_add_`` for a tensor momentum, which stays on the device). Parameters are
-    matched by name; :class:`EMAUpdater` does the matching once for the training loop.
-
-    Args:
-        target: the EMA copy (e.g. from :func:`make_target`), updated in place.
-        online: the network trained by back-propagation; read only.
-        momentum: :math:`m \in [0, 1]`; 1 leaves the target unchanged, 0 copies ``online``.
-            A 0-d tensor on the parameters' device is used as it is (no host sync, no range
-            check; it costs one temporary copy of the online parameters).
-        buffers: what happens to buffers (BatchNorm running statistics):
-            ``"keep"`` the target keeps its own (BYOL and MoCo official code);
-            ``"copy"`` the target takes the online module's buffers;
-            ``"ema"`` floating-point buffers are averaged with the same momentum.
-            Integer buffers (``num_batches_tracked``) are never averaged: ``"copy"`` and
-            ``"ema"`` copy them, ``"keep"`` leaves them.
-
-    Raises:
-        ValueError: the modules' parameters (or, unless ``"keep"``, buffers) differ in names,
-            shapes or dtypes, or the momentum is outside ``[0, 1]``.
+    One fused ``_foreach`` call, no host sync; :class:`EMAUpdater` pairs the tensors once for a
+    training loop. ``momentum``: :math:`m \in [0, 1]` (1 keeps the target, 0 copies
+    ``online``), or a 0-d device tensor (no range check). ``buffers``: ``"keep"`` the target
+    keeps its own BatchNorm statistics (BYOL/MoCo official), ``"copy"`` takes the online ones,
+    ``"ema"`` averages floating-point buffers; integer buffers are never averaged. Raises
+    ``ValueError`` when names, shapes or dtypes differ, or ``m`` is outside ``[0, 1]``.
 
     Example:
         >>> online, target = nn.Linear(2, 2), nn.Linear(2, 2)

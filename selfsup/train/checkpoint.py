@@ -81,6 +81,13 @@ def remove_stale_temp_files(directory: Path) -> list[Path]:
     return stale
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch: the RNGs a checkpoint saves and restores."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def rng_state(view_generator: torch.Generator | None = None) -> dict[str, Any]:
     """Every random state that shapes the rest of a run, as tensors and plain containers."""
     _, keys, pos, has_gauss, cached_gaussian = np.random.get_state(legacy=True)

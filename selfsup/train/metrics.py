@@ -5,11 +5,37 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from selfsup.train.checkpoint import CheckpointError, atomic_write
+from selfsup.train.device import precision_name
 
-__all__ = ["MetricsLog"]
+if TYPE_CHECKING:
+    from selfsup.train.trainer import Trainer
+
+__all__ = ["MetricsLog", "setup_record"]
+
+
+def setup_record(trainer: Trainer) -> dict[str, Any]:
+    """The first line of ``metrics.jsonl``: the device, precision, batch, schedule length, the
+    resolved learning-rate rule and the sizes of the model, as the run resolved them."""
+    o, t = trainer.cfg.optim, trainer.cfg.train
+    best = trainer.checkpoints.best
+    return {
+        "device": str(trainer.device),
+        "autocast": precision_name(trainer.autocast_dtype),
+        "global_batch_size": t.batch_size,
+        "steps_per_epoch": trainer.steps_per_epoch,
+        "total_steps": trainer.total_steps,
+        "lr_rule": f"{o.lr_scaling}: base_lr {o.base_lr} x rule(B={t.batch_size}) = "
+        f"{trainer.peak_lr:.5g}",
+        "peak_lr": trainer.peak_lr,
+        "parameters": sum(p.numel() for p in trainer.method.parameters()),
+        "encoder_parameters": sum(p.numel() for p in trainer.method.encoder.parameters()),
+        "on_nonfinite": t.on_nonfinite,
+        "keep_best": t.keep_best,
+        "best_metric": best.metric if best is not None else None,
+    }
 
 
 class MetricsLog:

@@ -18,7 +18,6 @@ Ctrl-C) is written down in ``docs/reliability.md`` and tested in ``tests/train``
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,18 +32,22 @@ from selfsup import build
 from selfsup.config import Config
 from selfsup.data import EpochLoader, ImageDataset
 from selfsup.methods import Method
-from selfsup.train.checkpoint import CheckpointError, atomic_write, save_encoder
+from selfsup.train.checkpoint import (
+    CheckpointError,
+    atomic_write,
+    save_encoder,
+    seed_everything,
+)
 from selfsup.train.checkpoint_policy import CheckpointPolicy
 from selfsup.train.device import (
     autocast,
     cpu_has_fast_bf16,
-    precision_name,
     resolve_device,
     resolve_precision,
 )
 from selfsup.train.interrupt import GracefulInterrupt
 from selfsup.train.knn_monitor import OnlineKNN
-from selfsup.train.metrics import MetricsLog
+from selfsup.train.metrics import MetricsLog, setup_record
 from selfsup.train.nonfinite import MAX_CONSECUTIVE_SKIPS, NonFiniteLossError, NonFinitePolicy
 from selfsup.train.run_state import restore_run_state, run_state
 from selfsup.train.step import StepResult, TrainStep
@@ -64,12 +67,6 @@ __all__ = [
     "resolve_precision",
     "seed_everything",
 ]
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def default_run_dir(cfg: Config) -> Path:
@@ -259,7 +256,7 @@ class Trainer:
             self.metrics.truncate(self.step)
         else:
             self.metrics.clear()
-            self.metrics.append({"kind": "setup", "step": 0, **self._setup_record()})
+            self.metrics.append({"kind": "setup", "step": 0, **setup_record(self)})
 
         start = time.perf_counter()
         with GracefulInterrupt() as interrupt:
@@ -398,21 +395,3 @@ class Trainer:
     def _evaluated_encoder(self) -> nn.Module:
         """The network evaluation and export use (``eval.network``; DINO: the teacher)."""
         return self.method.encoder_for(self.cfg.eval.network)
-
-    def _setup_record(self) -> dict[str, Any]:
-        o, t = self.cfg.optim, self.cfg.train
-        best = self.checkpoints.best
-        return {
-            "device": str(self.device),
-            "autocast": precision_name(self.autocast_dtype),
-            "global_batch_size": t.batch_size,
-            "steps_per_epoch": self.steps_per_epoch,
-            "total_steps": self.total_steps,
-            "lr_rule": f"{o.lr_scaling}: base_lr {o.base_lr} x rule(B={t.batch_size}) = {self.peak_lr:.5g}",
-            "peak_lr": self.peak_lr,
-            "parameters": sum(p.numel() for p in self.method.parameters()),
-            "encoder_parameters": sum(p.numel() for p in self.method.encoder.parameters()),
-            "on_nonfinite": t.on_nonfinite,
-            "keep_best": t.keep_best,
-            "best_metric": best.metric if best is not None else None,
-        }

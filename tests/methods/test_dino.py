@@ -287,7 +287,7 @@ def test_trainer_keeps_the_last_layer_fixed_while_frozen(tmp_path):
 def _entropy_curve(tmp_path, name, *overrides):
     cfg = tiny_config(
         *METHOD_OVERRIDES["dino"],
-        "train.epochs=3",
+        "train.epochs=2",  # 44 steps; without centering the entropy is ~0 from step ~13
         "dino.freeze_last_layer_epochs=0",
         "dino.momentum_base=0.9",
         *overrides,
@@ -305,6 +305,7 @@ def test_without_centering_the_teacher_collapses_to_one_dimension(tmp_path):
     centered, _ = _entropy_curve(tmp_path, "centered")
     uncentered, lines = _entropy_curve(tmp_path, "uncentered", "dino.center_momentum=1.0")
     ln_k = math.log(64)
+    # Measured over seeds 0 and 1: centered 0.79-0.87 ln K, uncentered below 1e-4 ln K.
     assert min(centered[-10:]) > 0.3 * ln_k, centered[-10:]
     assert max(uncentered[-10:]) < 0.05 * ln_k, uncentered[-10:]
     warnings = [w for x in lines if x["kind"] == "epoch" for w in x.get("warnings", [])]

@@ -404,7 +404,8 @@ def test_moco_optimisation_steps_reduce_the_loss_against_fixed_keys():
         out.loss.backward()
         optimizer.step()
         losses.append(out.loss.item())
-    assert losses[-1] < 0.8 * losses[0], losses
+    # Means of three steps: single steps jump by ~0.2 (3.35 at the start, ~2.47 at the end).
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
 
 
 def test_mocov3_a_few_optimisation_steps_reduce_the_loss():

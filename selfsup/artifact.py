@@ -301,7 +301,9 @@ def load_exported(path: str | Path) -> NormalizedEncoder:
     """Rebuild a ``--format safetensors`` export as a :class:`NormalizedEncoder` in eval mode.
 
     Only the file is read (no run directory, no pickle). The model takes float images in
-    ``[0, 1]`` of ``meta["image_size"]`` pixels; its metadata is in ``model.meta``.
+    ``[0, 1]`` of ``meta["image_size"]`` pixels; its metadata is in ``model.meta``. Its
+    parameters do not require gradients, so features come back as plain tensors; call
+    ``model.requires_grad_(True)`` to fine-tune it.
     """
     path = Path(path)
     meta = read_export_metadata(path, "safetensors")
@@ -314,5 +316,6 @@ def load_exported(path: str | Path) -> NormalizedEncoder:
             f"describes ({err}); the file was altered: export the run again"
         ) from None
     model = NormalizedEncoder(encoder, meta["mean"], meta["std"]).eval()
+    model.requires_grad_(False)  # inference: features are plain tensors (re-enable to fine-tune)
     model.meta = meta
     return model

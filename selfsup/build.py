@@ -49,8 +49,16 @@ def train_dataset(cfg: Config) -> ImageDataset:
         keep = torch.randperm(len(dataset), generator=gen)[: d.subset]
         images, labels = dataset.get_batch(keep)
         dataset = TensorImageDataset(
-            images, labels if dataset.has_labels else None, dataset.name, dataset.num_classes
+            images,
+            labels if dataset.has_labels else None,
+            dataset.name,
+            dataset.num_classes,
+            source=dataset.source,
+            location=getattr(dataset, "location", None),
         )
+    location = getattr(dataset, "location", None)
+    if d.data_dir is None and location is not None:
+        d.data_dir = location  # the run's config.yaml records where the data came from
     return dataset
 
 
@@ -58,7 +66,8 @@ def eval_datasets(cfg: Config) -> tuple[ImageDataset, ImageDataset] | None:
     """Labelled (train, test) splits for evaluation, or None when no labels exist."""
     d = cfg.data
     name = d.eval_dataset or d.dataset
-    root = d.eval_data_dir or d.data_dir
+    same = name.replace("-", "_") == d.dataset
+    root = d.eval_data_dir or (d.data_dir if same else None)
     try:
         train = load_dataset(
             name,

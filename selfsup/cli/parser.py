@@ -12,7 +12,7 @@ from selfsup.cli.run_commands import (
     cmd_pretrain,
 )
 from selfsup.cli.tool_commands import _int_list, cmd_bench, cmd_viz
-from selfsup.config import option_help
+from selfsup.config import METHODS, option_help
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,10 +37,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="start from the embedded demo config")
     p.add_argument(
         "--method",
-        help="shortcut for method=...: simclr | moco | mocov3 | byol | mae (presets in configs/)",
+        help=f"shortcut for method=...: {' | '.join(METHODS)}; alone (no -c) it also sets what "
+        "the method's paper needs, e.g. MAE's ViT (tuned presets in configs/)",
     )
     p.add_argument("--run-dir", help="output directory (default runs/<method>-<data>-<time>)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR exactly (its own config.yaml; key=value overrides "
+        "such as train.epochs=200 extend it); a finished run is left unchanged",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start again in a --run-dir that holds a run: removes its checkpoints, encoder, "
+        "metrics, eval.json, exports and reports first (default: refuse)",
+    )
     p.add_argument("--eval", action="store_true", help="k-NN + linear probe with baselines after")
     p.add_argument("--print-config", action="store_true", help="print the resolved config, exit")
     p.add_argument(
@@ -64,13 +76,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("embed", help="features of an image folder or list to .npy")
+    p = sub.add_parser(
+        "embed",
+        help="features of an image folder or list to .npy",
+        description="Embed images with a run's encoder (the last checkpoint's while the run "
+        "trains or after it was interrupted): OUT.npy holds the features, line i of OUT.txt the "
+        "file of row i.",
+    )
     p.add_argument("run_dir")
     p.add_argument("images", help="a folder of images, or a text file listing image paths")
     p.add_argument("--out", required=True, help="output .npy (paths go to the same name .txt)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--image-size", type=int, default=None, help="decode size (default: view size)")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first unreadable image file; default skips it, names it in a warning "
+        "and lists it in OUT.skipped.txt",
+    )
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser(
@@ -198,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="short SimCLR pre-training + evaluation (embedded default)")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. train.epochs=1")
-    p.add_argument("--run-dir", default=None)
+    p.add_argument("--run-dir", default=None, help="default runs/simclr-<data>-<time>")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --run-dir")
     p.set_defaults(func=cmd_demo)
     return parser

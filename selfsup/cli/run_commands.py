@@ -10,15 +10,45 @@ from pathlib import Path
 
 import numpy as np
 
-from selfsup.config import Config, apply_overrides
+from selfsup.config import Config, ConfigError, apply_method_defaults, apply_overrides
 
 
 def build_config(
     config_path: str | None, overrides: Sequence[str], base: Config | None = None
 ) -> Config:
-    """The YAML file (or ``base``) with the ``key=value`` overrides applied, validated."""
-    cfg = base if base is not None else (Config.from_yaml(config_path) if config_path else Config())
-    return apply_overrides(cfg, overrides).validate()
+    """The YAML file (or ``base``) with the ``key=value`` overrides applied, validated.
+
+    Without a file or base, ``method=<name>`` also sets what that method's paper needs beyond
+    the built-in (SimCLR) defaults, e.g. MAE's ViT and AdamW (see ``Section.standalone``), and
+    a config that still does not validate points to the presets in configs/.
+    """
+    if base is not None or config_path:
+        cfg = base if base is not None else Config.from_yaml(config_path)  # type: ignore[arg-type]
+        return apply_overrides(cfg, overrides).validate()
+    cfg = apply_overrides(Config(), overrides)
+    given = [item.split("=", 1)[0].strip() for item in overrides]
+    applied = apply_method_defaults(cfg, given)
+    if applied:
+        print(
+            f"method={cfg.method} without a config file: the paper's settings {', '.join(applied)}"
+            f" (tuned presets: {_presets(cfg.method)})",
+            file=sys.stderr,
+        )
+    try:
+        return cfg.validate()
+    except ConfigError as err:
+        raise ConfigError(
+            f"{err} (working presets for {cfg.method}: {_presets(cfg.method)})"
+        ) from None
+
+
+def _presets(method: str) -> str:
+    """The preset files of ``method`` in configs/ of a checkout, or the folder to look in."""
+    folder = Path(__file__).resolve().parents[2] / "configs"
+    found = sorted(folder.glob(f"{method}_*.yaml")) if folder.is_dir() else []
+    if not found:
+        return f"configs/{method}_*.yaml in the selfsup repository"
+    return ", ".join(f"configs/{p.name}" for p in found)
 
 
 def demo_config() -> Config:
@@ -37,9 +67,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from selfsup.train.trainer import Trainer
 
     if args.resume:
-        from selfsup.eval.run import load_run_config
-
-        cfg = build_config(None, args.overrides, base=load_run_config(args.resume))
+        cfg = _resume_config(args)
         run_dir: str | None = args.resume
     else:
         base = demo_config() if args.demo else None
@@ -51,9 +79,11 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if args.print_config:
         print(cfg.to_yaml())
         return 0
-    trainer = Trainer(cfg, run_dir)
+    trainer = Trainer(cfg, run_dir, overwrite=args.overwrite)
     print(f"run directory: {trainer.run_dir}")
     result = trainer.fit(resume=bool(args.resume))
+    if result.already_finished:
+        return 0
     knn = (
         f", online k-NN {100 * result.knn_accuracy:.2f}%" if result.knn_accuracy is not None else ""
     )
@@ -64,6 +94,38 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if args.eval:
         return _evaluate(str(result.run_dir), ("knn", "linear"), baselines=True, overrides=[])
     return 0
+
+
+def _resume_config(args: argparse.Namespace) -> Config:
+    """The run's own config.yaml with the command line's overrides; the options that would
+    start another run instead (-c, --method, --demo, --run-dir, --overwrite) are refused."""
+    from selfsup.config import config_changes
+    from selfsup.eval.run import load_run_config
+
+    conflicting = [
+        flag
+        for flag, given in (
+            (f"-c {args.config}", args.config),
+            (f"--method {args.method}", args.method),
+            ("--demo", args.demo),
+            (f"--run-dir {args.run_dir}", args.run_dir),
+            ("--overwrite", args.overwrite),
+        )
+        if given
+    ]
+    if conflicting:
+        raise ValueError(
+            f"--resume continues {args.resume} with its own config.yaml, so "
+            f"{', '.join(conflicting)} would be ignored; drop {'it' if len(conflicting) == 1 else 'them'}"
+            " and give changes as key=value overrides (e.g. train.epochs=200), or start a new run "
+            "without --resume"
+        )
+    saved = load_run_config(args.resume)
+    before = saved.to_dict()
+    cfg = build_config(None, args.overrides, base=saved)
+    for key, old, new in config_changes(before, cfg.to_dict()):
+        print(f"resume: {key} changed from {old!r} to {new!r}")
+    return cfg
 
 
 def _evaluate(
@@ -88,36 +150,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from selfsup import build
-    from selfsup.data import iterate_batches, load_dataset
-    from selfsup.eval.features import extract_features
+    """Features of an image folder or list: FEATURES.npy, and FEATURES.txt naming row i's file.
+    Unreadable files are skipped and named (listed in FEATURES.skipped.txt); --strict stops."""
+    from selfsup.eval.embed import embed_files
     from selfsup.eval.run import load_encoder
 
     run = load_encoder(args.run_dir, args.device)
-    kind = "filelist" if Path(args.images).is_file() else "folder"
-    dataset = load_dataset(
-        kind,
-        "train",
-        root=args.images,
-        image_size=args.image_size or run.cfg.views.size,
-        channels=run.in_channels,
-        # Row i of the .npy must be the features of line i of the .txt: an unreadable file is
-        # an error naming it, never silently replaced by its neighbour.
-        strict=True,
-    )
-    feats, _ = extract_features(
-        run.encoder,
-        iterate_batches(dataset, args.batch_size, args.device),
-        build.eval_transform(run.cfg),
-        args.device,
+    result = embed_files(
+        run, args.images, args.batch_size, args.image_size, args.device, strict=args.strict
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, feats.numpy())
-    paths = getattr(dataset, "paths", None)
-    if paths is not None:
-        out.with_suffix(".txt").write_text("".join(f"{p}\n" for p in paths))
-    print(f"wrote {tuple(feats.shape)} features to {out}")
+    np.save(out, result.features.numpy())
+    out.with_suffix(".txt").write_text("".join(f"{p}\n" for p in result.paths))
+    skipped = out.with_suffix(".skipped.txt")
+    if result.skipped:
+        skipped.write_text("".join(f"{p}\t{why}\n" for p, why in result.skipped.items()))
+    else:
+        skipped.unlink(missing_ok=True)
+    note = (
+        f"; skipped {len(result.skipped)} unreadable file(s), listed in {skipped}"
+        if result.skipped
+        else ""
+    )
+    print(
+        f"wrote {tuple(result.features.shape)} features to {out}, row i = line i of "
+        f"{out.with_suffix('.txt')}{note}"
+    )
     return 0
 
 
@@ -142,7 +201,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from selfsup.train.trainer import Trainer
 
     cfg = build_config(None, args.overrides, base=demo_config())
-    trainer = Trainer(cfg, args.run_dir)
+    trainer = Trainer(cfg, args.run_dir, overwrite=args.overwrite)
     print(
         f"selfsup demo: SimCLR on {cfg.data.dataset}, {cfg.train.epochs} epoch(s), "
         f"{cfg.backbone.name} x{cfg.backbone.width}, batch {cfg.train.batch_size}, "

@@ -31,7 +31,9 @@ from selfsup.config.methods import (
 )
 from selfsup.config.root import (
     Config,
+    apply_method_defaults,
     apply_overrides,
+    config_changes,
     iter_fields,
     load_yaml,
     option_help,
@@ -71,7 +73,9 @@ __all__ = [
     "SimCLRConfig",
     "TrainConfig",
     "ViewsConfig",
+    "apply_method_defaults",
     "apply_overrides",
+    "config_changes",
     "iter_fields",
     "load_yaml",
     "option_help",

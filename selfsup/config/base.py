@@ -75,7 +75,15 @@ class ConfigModel(BaseModel):
 
 
 class Section(ConfigModel):
-    """A group of options (``train``, ``dino``, ...); ``check`` holds its cross-field rules."""
+    """A group of options (``train``, ``dino``, ...); ``check`` holds its cross-field rules.
+
+    A method's section names in ``standalone`` the options of *other* sections its paper sets
+    differently from the defaults (its optimiser, a ViT backbone): ``method=<name>`` without a
+    config file starts from them. A value may be a function of the config (e.g. a size that
+    follows ``views.size``).
+    """
+
+    standalone: ClassVar[dict[str, Any]] = {}
 
     def check(self, cfg: Config) -> None:
         """Raise a ConfigError for a combination with other options that cannot run."""

@@ -7,7 +7,7 @@ and the ``method`` choices follow from it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
@@ -63,6 +63,13 @@ class SimCLRConfig(Section):
 
 class MoCoConfig(Section):
     section = "moco"
+    standalone: ClassVar[dict[str, Any]] = {  # MoCo v2: SGD 0.03*B/256, wd 1e-4 on all weights
+        "optim.name": "sgd",
+        "optim.base_lr": 0.03,
+        "optim.weight_decay": 1e-4,
+        "optim.warmup_epochs": 0.0,
+        "optim.decay_norm_and_bias": True,
+    }
 
     temperature: Float = Field(
         0.2,
@@ -101,6 +108,7 @@ class MoCoConfig(Section):
 
 class MoCoV3Config(Section):
     section = "mocov3"
+    standalone: ClassVar[dict[str, Any]] = {"optim.weight_decay": 1.5e-6}  # ResNet: LARS
 
     temperature: Float = Field(
         1.0,
@@ -128,6 +136,10 @@ class MoCoV3Config(Section):
 
 class BYOLConfig(Section):
     section = "byol"
+    standalone: ClassVar[dict[str, Any]] = {  # LARS 0.2*B/256, wd 1.5e-6, 10 warm-up epochs
+        "optim.base_lr": 0.2,
+        "optim.weight_decay": 1.5e-6,
+    }
 
     momentum_base: Float = Field(
         0.99,
@@ -154,6 +166,17 @@ class BYOLConfig(Section):
 
 class MAEConfig(Section):
     section = "mae"
+    standalone: ClassVar[dict[str, Any]] = {  # a ViT; AdamW (0.9, 0.95) 1.5e-4*B/256, wd 0.05
+        "backbone.name": "vit_tiny",
+        "backbone.patch_size": lambda cfg: 4 if cfg.views.size <= 64 else 16,
+        "optim.name": "adamw",
+        "optim.base_lr": 1.5e-4,
+        "optim.lr_scaling": "linear",
+        "optim.betas": [0.9, 0.95],
+        "optim.weight_decay": 0.05,
+        "optim.warmup_epochs": lambda cfg: min(40.0, cfg.train.epochs / 4),
+        "eval.linear_batch_norm": True,
+    }
 
     mask_ratio: Float = Field(
         0.75,
@@ -204,6 +227,19 @@ class DINOConfig(Section):
     5e-4 (linear rule), weight_decay 0.04 -> final_weight_decay 0.4, clip_grad 3.0 per_tensor."""
 
     section = "dino"
+    standalone: ClassVar[dict[str, Any]] = {
+        # local crops at the paper's 96/224 of the global size; the paper's optimiser
+        "dino.local_size": lambda cfg: max(8, round(cfg.views.size * 96 / 224)),
+        "optim.name": "adamw",
+        "optim.base_lr": 5e-4,
+        "optim.lr_scaling": "linear",
+        "optim.final_lr": 1e-6,
+        "optim.warmup_epochs": lambda cfg: min(10.0, cfg.train.epochs / 10),
+        "optim.weight_decay": 0.04,
+        "optim.final_weight_decay": 0.4,
+        "optim.clip_grad": 3.0,
+        "optim.clip_grad_mode": "per_tensor",
+    }
 
     out_dim: Int = Field(
         65536,

@@ -146,6 +146,19 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, A
             yield name, value
 
 
+def config_changes(
+    before: Mapping[str, Any], after: Mapping[str, Any]
+) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, old value, new value)`` of every option that differs between two config
+    dicts (``Config.to_dict()``, or a checkpoint's ``config`` entry), in key order."""
+    old, new = dict(_flatten(before)), dict(_flatten(after))
+    return [
+        (key, old.get(key), new.get(key))
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key) != new.get(key)
+    ]
+
+
 def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
     """``{'train.epochs': 3}`` -> ``{'train': {'epochs': 3}}``."""
     out: dict[str, Any] = {}
@@ -213,6 +226,20 @@ def set_key(cfg: Config, key: str, value: Any) -> None:
     if _is_section(info):
         raise ConfigError(section_message(key))
     setattr(target, name, value)  # validated; a ConfigError names the key and the rule
+
+
+def apply_method_defaults(cfg: Config, given: Sequence[str] = ()) -> list[str]:
+    """Set the options the active method's paper needs (its section's ``standalone``) except
+    the dotted keys in ``given`` (what the user set); returns them as ``key=value`` strings.
+    For ``method=<name>`` without a config file: the built-in defaults are SimCLR's."""
+    applied = []
+    for key, value in cfg.method_section().standalone.items():
+        if key in given:
+            continue
+        resolved = value(cfg) if callable(value) else value
+        set_key(cfg, key, resolved)
+        applied.append(f"{key}={resolved}")
+    return applied
 
 
 def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:

@@ -46,8 +46,10 @@ class DataConfig(Section):
     )
     data_dir: str | None = Field(
         None,
-        description="where the data lives (a folder, or the list file for 'filelist'); default "
-        "searches $SELFSUP_DATA, then the Debian dataset package, then torchvision's download",
+        description="where the data lives (a folder, or the list file for 'filelist'); given, it "
+        "is the only place searched and must exist; default searches $SELFSUP_DATA, then the "
+        "Debian dataset package, then torchvision's download cache, and the run's config.yaml "
+        "records the folder used",
     )
     download: Bool = Field(
         False, description="allow torchvision to download the dataset (needs internet)"
@@ -56,7 +58,11 @@ class DataConfig(Section):
         None,
         description="labelled data for online/offline evaluation; default: the training dataset",
     )
-    eval_data_dir: str | None = Field(None, description="folder of eval_dataset; default: data_dir")
+    eval_data_dir: str | None = Field(
+        None,
+        description="folder of eval_dataset; default: data_dir when eval_dataset is the training "
+        "dataset, else the same search as data_dir",
+    )
     image_size: Int | None = Field(
         None,
         ge=1,

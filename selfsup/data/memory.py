@@ -35,6 +35,7 @@ class TensorImageDataset(ImageDataset):
         *,
         class_names: Sequence[str] | None = None,
         source: str = "memory",
+        location: str | None = None,
     ) -> None:
         if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
             got = (
@@ -89,6 +90,8 @@ class TensorImageDataset(ImageDataset):
         self.num_classes = num_classes
         self.class_names = _check_class_names(class_names, num_classes)
         self.source = source
+        # The directory the data was read from (what a run's config records), None in memory.
+        self.location = location
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -179,4 +182,5 @@ def _adapt(
         dataset.num_classes,
         class_names=dataset.class_names,
         source=dataset.source,
+        location=dataset.location,
     )

@@ -143,6 +143,7 @@ def _read_idx_split(
         len(spec.class_names),
         class_names=spec.class_names,
         source=source,
+        location=str(images_path.parent),
     )
 
 
@@ -153,21 +154,24 @@ def _load_idx_dataset(
     _check_split(key, split, ("train", "test"))
     searched: list[str] = []
     candidates: list[tuple[Path, str]] = []
+    # An explicit root is the only place searched (and downloaded into): data found elsewhere
+    # would be trained on while the config names another path.
+    download_root = root if root is not None else cache_dir()
+    cache_raw = download_root / spec.torchvision_class / "raw"
     if root is not None:
         candidates += [(root / sub, "root") for sub in spec.subdirs] + [(root, "root")]
     else:
         searched.append("root: not given (--data-dir)")
-    env = _env_data_dir()
-    if env is not None:
-        candidates += [(env / sub, "$SELFSUP_DATA") for sub in spec.subdirs]
-        candidates += [(env, "$SELFSUP_DATA")]
-    else:
-        searched.append("$SELFSUP_DATA: not set")
-    debian = DEBIAN_DATA_DIRS.get(key)
-    if debian is not None:
-        candidates.append((debian, "Debian package location"))
-    cache_raw = cache_dir() / spec.torchvision_class / "raw"
-    candidates.append((cache_raw, "download cache"))
+        env = _env_data_dir()
+        if env is not None:
+            candidates += [(env / sub, "$SELFSUP_DATA") for sub in spec.subdirs]
+            candidates += [(env, "$SELFSUP_DATA")]
+        else:
+            searched.append("$SELFSUP_DATA: not set")
+        debian = DEBIAN_DATA_DIRS.get(key)
+        if debian is not None:
+            candidates.append((debian, "Debian package location"))
+        candidates.append((cache_raw, "download cache"))
 
     for directory, origin in candidates:
         files = _idx_files(directory, split)
@@ -181,9 +185,9 @@ def _load_idx_dataset(
 
         dataset_class = getattr(torchvision.datasets, spec.torchvision_class)
         try:
-            dataset_class(root=str(cache_dir()), train=split == "train", download=True)
+            dataset_class(root=str(download_root), train=split == "train", download=True)
         except Exception as exc:  # network, HTTP, checksum and file-system errors alike
-            download_error = f"\nDownload into {cache_dir()} failed: {type(exc).__name__}: {exc}"
+            download_error = f"\nDownload into {download_root} failed: {type(exc).__name__}: {exc}"
         else:
             files = _idx_files(cache_raw, split)
             if files is not None:
@@ -224,16 +228,16 @@ def _load_cifar(key: str, split: str, root: Path | None, download: bool) -> Tens
     dataset_class = getattr(torchvision.datasets, class_name)
     bases: list[tuple[Path, str]] = []
     searched: list[str] = []
-    if root is not None:
+    if root is not None:  # an explicit root is the only place searched (see the IDX loader)
         bases.append((root, "root"))
     else:
         searched.append("root: not given (--data-dir)")
-    env = _env_data_dir()
-    if env is not None:
-        bases.append((env, "$SELFSUP_DATA"))
-    else:
-        searched.append("$SELFSUP_DATA: not set")
-    bases.append((cache_dir(), "download cache"))
+        env = _env_data_dir()
+        if env is not None:
+            bases.append((env, "$SELFSUP_DATA"))
+        else:
+            searched.append("$SELFSUP_DATA: not set")
+        bases.append((cache_dir(), "download cache"))
 
     found: tuple[Path, str] | None = None
     for base, origin in bases:
@@ -254,7 +258,7 @@ def _load_cifar(key: str, split: str, root: Path | None, download: bool) -> Tens
                 f"{class_name}: {found[0] / folder} exists but its files are missing or corrupt "
                 f"({exc}); delete the folder and download again (download=True / --download)"
             ) from exc
-        source = f"{found[0] / folder} ({found[1]})"
+        source, location = f"{found[0] / folder} ({found[1]})", found[0]
     else:
         target = root if root is not None else cache_dir()
         download_error = ""
@@ -272,12 +276,18 @@ def _load_cifar(key: str, split: str, root: Path | None, download: bool) -> Tens
                 f"DIR/{folder} exists; or set SELFSUP_DATA=DIR; or pass download=True (--download) "
                 "on a machine with internet access."
             )
-        source = f"{target / folder} (downloaded)"
+        source, location = f"{target / folder} (downloaded)", target
     images = torch.from_numpy(np.ascontiguousarray(tv.data)).permute(0, 3, 1, 2).contiguous()
     labels = torch.as_tensor(tv.targets, dtype=torch.int64)
     num_classes = 10 if key == "cifar10" else 100
     return TensorImageDataset(
-        images, labels, key, num_classes, class_names=list(tv.classes), source=source
+        images,
+        labels,
+        key,
+        num_classes,
+        class_names=list(tv.classes),
+        source=source,
+        location=str(location),
     )
 
 
@@ -343,6 +353,17 @@ def load_dataset(
     ):
         raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
     root_path = Path(root).expanduser() if root is not None else None
+    if root_path is not None and not root_path.exists() and not (download and key != "folder"):
+        raise DatasetNotFoundError(
+            f"data directory {root_path} does not exist (data.data_dir / --data-dir); fix the "
+            "path, or leave data.data_dir unset to search $SELFSUP_DATA, the Debian package "
+            "location and the download cache"
+        )
+    if key == "digits" and root_path is not None:
+        raise ValueError(
+            f"digits is scikit-learn's bundled dataset and reads no files, but data.data_dir="
+            f"{root} was given; leave data.data_dir unset"
+        )
 
     if key == "folder":
         size = image_size or DEFAULT_FILE_IMAGE_SIZE

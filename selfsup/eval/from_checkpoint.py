@@ -10,6 +10,7 @@ still open.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,7 +21,7 @@ from selfsup.methods import Method
 from selfsup.methods.upgrade import upgrade_method_state
 from selfsup.train.checkpoint import CheckpointError, load_checkpoint
 
-__all__ = ["checkpoint_encoder", "load_method"]
+__all__ = ["checkpoint_encoder", "load_method", "method_from_checkpoint"]
 
 
 def load_method(
@@ -29,7 +30,14 @@ def load_method(
     """The run's method with the weights of ``checkpoint`` (default ``checkpoints/last.pt``),
     in eval mode on the CPU."""
     path = Path(checkpoint or Path(run_dir) / "checkpoints" / "last.pt")
-    state = load_checkpoint(path)
+    return method_from_checkpoint(cfg, load_checkpoint(path), in_channels, path)
+
+
+def method_from_checkpoint(
+    cfg: Config, state: dict[str, Any], in_channels: int, path: Path
+) -> Method:
+    """The run's method with the weights of a loaded checkpoint ``state`` (read from ``path``),
+    in eval mode on the CPU."""
     if "method" not in state:
         raise CheckpointError(f"{path} is not a selfsup training checkpoint (no method state)")
     torch.manual_seed(cfg.train.seed)

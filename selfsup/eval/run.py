@@ -6,9 +6,8 @@ added) and raw pixels (what any encoder must beat to be worth having).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,43 +15,25 @@ import torch
 from torch import Tensor, nn
 
 from selfsup import build
-from selfsup.artifact import load_encoder_state
 from selfsup.config import Config, apply_overrides
 from selfsup.data import ImageDataset, iterate_batches
 from selfsup.eval.features import extract_features
 from selfsup.eval.from_checkpoint import checkpoint_encoder
 from selfsup.eval.knn import knn_accuracy
 from selfsup.eval.linear import linear_probe
+from selfsup.eval.results import record_results
+from selfsup.eval.run_encoder import RunEncoder, encoder_sha256, load_encoder, load_run_config
 from selfsup.methods.registry import get_method
 
-
-def load_run_config(run_dir: str | Path) -> Config:
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a selfsup run directory (no config.yaml)")
-    return Config.from_yaml(path)
-
-
-@dataclass
-class RunEncoder:
-    """A run's trained encoder (eval mode), its config and its export metadata."""
-
-    encoder: nn.Module
-    cfg: Config
-    meta: dict[str, Any]
-
-    @property
-    def in_channels(self) -> int:
-        return int(self.meta["in_channels"])
-
-
-def load_encoder(run_dir: str | Path, device: str | torch.device = "cpu") -> RunEncoder:
-    """Rebuild a run's encoder from ``config.yaml`` and load ``encoder.safetensors`` (no pickle)."""
-    cfg = load_run_config(run_dir)
-    state, meta = load_encoder_state(Path(run_dir))
-    encoder = build.make_backbone(cfg, int(meta["in_channels"]))
-    encoder.load_state_dict(state)
-    return RunEncoder(encoder.to(device).eval(), cfg, meta)
+__all__ = [  # load_encoder & co. live in run_encoder; imported from here by earlier code
+    "EvalRow",
+    "RunEncoder",
+    "evaluate_run",
+    "format_table",
+    "load_encoder",
+    "load_run_config",
+    "random_encoder",
+]
 
 
 def random_encoder(cfg: Config, in_channels: int, device: str | torch.device = "cpu") -> nn.Module:
@@ -90,6 +71,7 @@ class EvalRow:
     linear: float | None = None
     linear_lr: float | None = None
     network: str | None = None  # the run's row: "online" or "target" (the EMA copy)
+    settings: dict[str, dict[str, Any]] | None = None  # per protocol: k, T / lr, epochs, ...
 
 
 def linear_batch_norm(cfg: Config) -> bool:
@@ -102,10 +84,10 @@ def linear_batch_norm(cfg: Config) -> bool:
 def run_network_encoder(
     run: RunEncoder, cfg: Config, run_dir: str | Path, device: torch.device | str
 ) -> tuple[nn.Module, str]:
-    """The encoder ``eval.network`` asks for and its name: the exported file when it holds
-    that network (``auto`` = the one the run exported, its method's protocol), else the other
-    network rebuilt from the last checkpoint."""
-    exported = str(run.meta.get("network", "online"))
+    """The encoder ``eval.network`` asks for and its name: the run's encoder when it is that
+    network (``auto`` = the one the method's protocol evaluates), else the other network
+    rebuilt from the last checkpoint."""
+    exported = run.network
     network = exported if cfg.eval.network == "auto" else cfg.eval.network
     if network == exported:
         return run.encoder, network
@@ -122,9 +104,11 @@ def evaluate_features(
     num_classes: int,
     device: torch.device | str = "cpu",
 ) -> EvalRow:
-    row = EvalRow(name)
+    row = EvalRow(name, settings={})
     e = cfg.eval
+    assert row.settings is not None
     if "knn" in protocols:
+        row.settings["knn"] = {"k": e.knn_k, "temperature": e.knn_temperature}
         row.knn = knn_accuracy(
             train[0],
             train[1],
@@ -149,6 +133,13 @@ def evaluate_features(
             device=device,
         )
         row.linear, row.linear_lr = result.test_accuracy, result.lr
+        row.settings["linear"] = {
+            "lr": result.lr,
+            "lrs": list(e.linear_lrs),
+            "epochs": e.linear_epochs,
+            "batch_norm": linear_batch_norm(cfg),
+            "val_fraction": e.val_fraction,
+        }
     return row
 
 
@@ -160,9 +151,11 @@ def evaluate_run(
     eval_sets: tuple[ImageDataset, ImageDataset] | None = None,
     overrides: Sequence[str] = (),
 ) -> list[EvalRow]:
-    """Evaluate a run's encoder (and baselines) on its labelled eval splits; writes eval.json.
+    """Evaluate a run's encoder (and baselines) on its labelled eval splits; the results join
+    the run's eval.json (:mod:`selfsup.eval.results`) under the encoder's hash.
 
-    ``overrides`` (``eval.*``/``data.*`` keys) change the protocol, not the encoder.
+    ``overrides`` (``eval.*``/``data.*`` keys) change the protocol, not the encoder. A run that
+    is still training or was interrupted is evaluated with its last checkpoint's encoder.
     """
     run = load_encoder(run_dir, device)
     cfg = apply_overrides(run.cfg, overrides).validate()
@@ -190,8 +183,41 @@ def evaluate_run(
             test = features_of(model, test_set, cfg, device)
         rows.append(evaluate_features(name, train, test, cfg, protocols, num_classes, device))
     rows[0].network = network
-    (Path(run_dir) / "eval.json").write_text(json.dumps([asdict(r) for r in rows], indent=2))
+    sha = run.sha256 if encoder is run.encoder else encoder_sha256(encoder)
+    record_results(run_dir, result_entries(rows, protocols, cfg, run), sha)
     return rows
+
+
+def eval_dataset_name(cfg: Config) -> str:
+    """The labelled data a result was measured on, as eval.json names it."""
+    d = cfg.data
+    name = d.eval_dataset or d.dataset
+    if name in ("folder", "filelist"):
+        return f"{name}:{d.eval_data_dir or d.data_dir}"
+    return name
+
+
+def result_entries(
+    rows: list[EvalRow], protocols: tuple[str, ...], cfg: Config, run: RunEncoder
+) -> list[dict[str, Any]]:
+    """The eval.json entries of ``rows``: one per candidate and protocol."""
+    entries = []
+    for row in rows:
+        for protocol in protocols:
+            top1 = row.knn if protocol == "knn" else row.linear
+            entries.append(
+                {
+                    "candidate": row.name,
+                    "protocol": protocol,
+                    "dataset": eval_dataset_name(cfg),
+                    "network": row.network,
+                    "top1": top1,
+                    "settings": (row.settings or {}).get(protocol, {}),
+                    "step": run.step,
+                    "source": run.source,
+                }
+            )
+    return entries
 
 
 def format_table(rows: list[EvalRow]) -> str:

@@ -79,7 +79,7 @@ def export_encoder(
             f"run directory {run_dir} does not exist; pass a directory written by "
             "`selfsup pretrain` (it holds config.yaml and encoder.safetensors)"
         )
-    run = load_encoder(run_dir, "cpu")
+    run = load_encoder(run_dir, "cpu", allow_checkpoint=False)
     meta = export_metadata(run.meta, format)
     meta["source_encoder_sha256"] = _sha256(run_dir / "encoder.safetensors")
     model = NormalizedEncoder(run.encoder, meta["mean"], meta["std"]).eval()

@@ -27,6 +27,7 @@ def setup_record(trainer: Trainer) -> dict[str, Any]:
         "global_batch_size": t.batch_size,
         "steps_per_epoch": trainer.steps_per_epoch,
         "total_steps": trainer.total_steps,
+        "in_channels": trainer.in_channels,
         "lr_rule": f"{o.lr_scaling}: base_lr {o.base_lr} x rule(B={t.batch_size}) = "
         f"{trainer.peak_lr:.5g}",
         "peak_lr": trainer.peak_lr,

@@ -10,16 +10,22 @@ method state brought to today's layout by :func:`~selfsup.methods.upgrade.upgrad
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from tqdm import tqdm
 
 from selfsup.methods.upgrade import CHECKPOINT_FORMAT, upgrade_method_state
 from selfsup.train.checkpoint import CheckpointError, load_checkpoint, rng_state, set_rng_state
+from selfsup.train.run_dir import run_status
 from selfsup.train.step import TrainStep
 
-__all__ = ["restore_run_state", "run_state"]
+if TYPE_CHECKING:
+    from selfsup.train.trainer import Trainer, TrainResult
+
+__all__ = ["announce_resume", "finished_run_result", "restore_run_state", "run_state"]
 
 FIRST_FORMAT = "selfsup-checkpoint/1"  # what a checkpoint without a "format" entry is
 
@@ -50,10 +56,13 @@ def restore_run_state(
     train_step: TrainStep,
     view_generator: torch.Generator,
     geometry: dict[str, int],
+    config: dict[str, Any] | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """Load ``path`` into the step's method, optimiser and scaler and the RNGs; returns the
     step and the trainer's running values. ``geometry`` (dataset size, batch size, steps per
-    epoch) must match the checkpoint's: the step would map to other images otherwise."""
+    epoch) must match the checkpoint's: the step would map to other images otherwise. With this
+    run's ``config`` (``Config.to_dict()``), a model that does not fit is explained by the
+    options that differ from the checkpoint's config."""
     state = load_checkpoint(path, map_location="cpu")  # moved to the device by load_state_dict
     missing = [k for k in ("step", "method", "optimizer", "rng") if k not in state]
     if missing:
@@ -80,11 +89,79 @@ def restore_run_state(
         train_step.method.load_state_dict(method_state)
         train_step.optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError) as err:
-        raise CheckpointError(
-            f"{path} holds another model or optimiser than this config builds "
-            f"({str(err).splitlines()[0]}); resume with the run's own config.yaml"
-        ) from None
+        raise CheckpointError(_does_not_fit(path, err, state.get("config"), config)) from None
     if state.get("scaler"):
         train_step.scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"], view_generator)
     return int(state["step"]), info
+
+
+def _does_not_fit(
+    path: Path, err: Exception, saved: dict[str, Any] | None, current: dict[str, Any] | None
+) -> str:
+    """The message of a checkpoint whose model or optimiser this config cannot load: the
+    options that changed since it was written, when the checkpoint says, else the error."""
+    from selfsup.config import config_changes
+
+    ignore = ("run_dir", "train.", "eval.", "data.num_workers", "data.data_dir")
+    changes = []
+    if saved is not None and current is not None:
+        changes = [c for c in config_changes(saved, current) if not c[0].startswith(ignore)]
+    if changes:
+        named = ", ".join(f"{key}={new!r} (was {old!r})" for key, old, new in changes)
+        return (
+            f"{path} holds another model than this config builds: {named} "
+            "changes the architecture or the optimiser's parameters; resume without "
+            f"{'this override' if len(changes) == 1 else 'these overrides'}, or start a new run "
+            "with them"
+        )
+    return (
+        f"{path} holds another model or optimiser than this config builds "
+        f"({str(err).splitlines()[0]}); resume with the run's own config.yaml"
+    )
+
+
+def announce_resume(trainer: Trainer) -> None:
+    """Say where a resumed run continues from and how many steps it will train."""
+    epoch, in_epoch = divmod(trainer.step, trainer.steps_per_epoch)
+    todo = trainer.last_step - trainer.step
+    tqdm.write(
+        f"resumed {trainer.run_dir} from {trainer.checkpoint_path.name} at step {trainer.step} "
+        f"(epoch {epoch + 1}, step {in_epoch} of {trainer.steps_per_epoch} in it); training "
+        f"{todo} more step{'s' if todo != 1 else ''} to step {trainer.last_step}"
+    )
+
+
+def finished_run_result(trainer: Trainer) -> TrainResult | None:
+    """A resumed run that is already finished at its checkpoint: say so and return its result,
+    changing nothing (no file is written). ``None`` when there is training left, or when the
+    final checkpoint is on disk but the run ended before writing its encoder."""
+    from selfsup.train.trainer import TrainResult
+
+    if trainer.step < trainer.last_step or not run_status(trainer.run_dir).finished:
+        return None
+    end: dict[str, Any] = {}
+    for line in (trainer.run_dir / "metrics.jsonl").read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("kind") == "end":
+            end = record
+    more = trainer.cfg.train.epochs + max(1, trainer.cfg.train.epochs // 2)
+    tqdm.write(
+        f"{trainer.run_dir} is finished (step {trainer.step} of {trainer.last_step}); nothing "
+        "changed. To train longer, resume with a longer schedule, e.g. `selfsup pretrain "
+        f"--resume {trainer.run_dir} train.epochs={more}`"
+    )
+    return TrainResult(
+        trainer.run_dir,
+        trainer.step,
+        trainer.step // trainer.steps_per_epoch,
+        trainer._last_loss,
+        trainer._last_knn,
+        float(end.get("wall_time_s", 0.0)),
+        trainer.skipped_steps,
+        ran_steps=0,
+        already_finished=True,
+    )

@@ -49,7 +49,13 @@ from selfsup.train.interrupt import GracefulInterrupt
 from selfsup.train.knn_monitor import OnlineKNN
 from selfsup.train.metrics import MetricsLog, setup_record
 from selfsup.train.nonfinite import MAX_CONSECUTIVE_SKIPS, NonFiniteLossError, NonFinitePolicy
-from selfsup.train.run_state import restore_run_state, run_state
+from selfsup.train.run_dir import claim_run_dir, default_run_dir
+from selfsup.train.run_state import (
+    announce_resume,
+    finished_run_result,
+    restore_run_state,
+    run_state,
+)
 from selfsup.train.step import StepResult, TrainStep
 
 __all__ = [
@@ -69,11 +75,6 @@ __all__ = [
 ]
 
 
-def default_run_dir(cfg: Config) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{cfg.method}-{cfg.data.dataset}-{stamp}"
-
-
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -83,13 +84,16 @@ class TrainResult:
     knn_accuracy: float | None
     wall_time_s: float
     skipped_steps: int = 0  # steps skipped for a NaN/inf loss or gradient (on_nonfinite=skip)
+    ran_steps: int = 0  # steps this call trained (0: a finished run resumed, nothing changed)
+    already_finished: bool = False  # resume found the run finished and changed nothing
 
 
 class Trainer:
     """Pre-train ``cfg.method`` on ``cfg.data`` into a run directory.
 
     ``train_set``/``eval_sets`` may be passed to train on in-memory data without the dataset
-    loaders (tests, notebooks); otherwise they are loaded from the config.
+    loaders (tests, notebooks); otherwise they are loaded from the config. A new run refuses a
+    directory that already holds one unless ``overwrite`` (see :mod:`selfsup.train.run_dir`).
     """
 
     def __init__(
@@ -98,11 +102,13 @@ class Trainer:
         run_dir: str | Path | None = None,
         train_set: ImageDataset | None = None,
         eval_sets: tuple[ImageDataset, ImageDataset] | None = None,
+        overwrite: bool = False,
     ) -> None:
         cfg.validate()
         self.cfg = cfg
         t = cfg.train
-        self.run_dir = Path(run_dir or cfg.run_dir or default_run_dir(cfg))
+        self.overwrite = overwrite
+        self.run_dir = Path(run_dir or cfg.run_dir or default_run_dir(cfg.method, cfg.data.dataset))
         cfg.run_dir = str(self.run_dir)
         self.device = resolve_device(t.device)
         if t.deterministic:
@@ -205,6 +211,7 @@ class Trainer:
         self.nonfinite.check_parameters(list(self.method.parameters()), self.step)
         running = {
             **self._geometry(),
+            "in_channels": self.in_channels,
             "epoch_loss_sum": self._epoch_loss_sum.detach().cpu().clone(),
             "epoch_loss_steps": self._epoch_loss_steps,
             "skipped_steps": self.skipped_steps,
@@ -223,7 +230,12 @@ class Trainer:
         """Restore a checkpoint written by :meth:`save`; training continues exactly from it."""
         path = Path(path or self.checkpoint_path)
         self.step, info = restore_run_state(
-            path, self.cfg.method, self.train_step, self.view_generator, self._geometry()
+            path,
+            self.cfg.method,
+            self.train_step,
+            self.view_generator,
+            self._geometry(),
+            self.cfg.to_dict(),
         )
         self.nonfinite.reset()
         if "epoch_loss_sum" in info:
@@ -242,9 +254,16 @@ class Trainer:
         Ctrl-C finishes the step in flight, writes a checkpoint and raises ``KeyboardInterrupt``;
         a second Ctrl-C raises at once and keeps the previous checkpoint.
         """
+        if not resume:
+            self.removed_outputs = claim_run_dir(self.run_dir, self.overwrite)
         self.checkpoints.prepare_run_dir()
         if resume:
             self.load()  # before config.yaml is rewritten: a config that does not fit fails here
+            finished = finished_run_result(self)
+            if finished is not None:
+                return finished
+            announce_resume(self)
+        first_step = self.step
         config_text = self.cfg.to_yaml()
 
         def write_config(tmp: Path) -> None:
@@ -282,7 +301,10 @@ class Trainer:
         meta = build.encoder_meta(self.cfg, self.in_channels, encoder, network)
         save_encoder(self.run_dir, encoder, meta)
         wall = time.perf_counter() - start
-        self.metrics.append({"kind": "end", "step": self.step, "wall_time_s": wall})
+        ran = self.step - first_step
+        self.metrics.append(
+            {"kind": "end", "step": self.step, "wall_time_s": wall, "ran_steps": ran}
+        )
         epochs = self.step // self.steps_per_epoch
         return TrainResult(
             self.run_dir,
@@ -292,6 +314,7 @@ class Trainer:
             self._last_knn,
             wall,
             self.skipped_steps,
+            ran_steps=ran,
         )
 
     def _train_epoch(self, epoch: int, start_in_epoch: int, interrupt: GracefulInterrupt) -> None:

@@ -103,10 +103,16 @@ def test_search_order_root_then_env_then_debian(
     monkeypatch.setitem(named_module.DEBIAN_DATA_DIRS, "fashion_mnist", debian)
     monkeypatch.setenv("SELFSUP_DATA", str(env))
 
-    assert marker_of(load_dataset("fashion_mnist", root=root)) == 101
+    ds = load_dataset("fashion_mnist", root=root)
+    assert marker_of(ds) == 101 and ds.location == str(root)
     assert marker_of(load_dataset("fashion_mnist")) == 102
-    # A root without the files falls through to the next place.
-    assert marker_of(load_dataset("fashion_mnist", root=tmp_path / "empty")) == 102
+    # An explicit root is the only place searched: data elsewhere is never used in its place.
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetNotFoundError, match="not found") as err:
+        load_dataset("fashion_mnist", root=tmp_path / "empty")
+    assert str(env) not in str(err.value)
+    with pytest.raises(DatasetNotFoundError, match=r"missing does not exist.*fix the path"):
+        load_dataset("fashion_mnist", root=tmp_path / "missing")
     monkeypatch.delenv("SELFSUP_DATA")
     assert marker_of(load_dataset("fashion_mnist")) == 103
 
@@ -139,10 +145,9 @@ def test_missing_idx_data_names_every_place_and_the_fix(
     monkeypatch.setitem(named_module.DEBIAN_DATA_DIRS, "fashion_mnist", debian)
     monkeypatch.setenv("SELFSUP_DATA", str(tmp_path / "env"))
     with pytest.raises(DatasetNotFoundError) as info:
-        load_dataset("fashion_mnist", root=tmp_path / "r")
+        load_dataset("fashion_mnist")
     message = str(info.value)
     for place in (
-        tmp_path / "r",
         tmp_path / "env",
         tmp_path / "env" / "FashionMNIST" / "raw",
         debian,
@@ -278,6 +283,7 @@ def test_cifar_layout_from_fake_batches(
 
 
 def test_cifar_missing_and_corrupt(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
     with pytest.raises(DatasetNotFoundError) as info:
         load_dataset("cifar10", root=tmp_path / "data")
     message = str(info.value)

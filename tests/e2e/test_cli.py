@@ -1,5 +1,6 @@
 """The `selfsup` command end to end on tiny data (digits), in-process for speed."""
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -47,11 +48,23 @@ def test_eval_knn_and_linear_print_a_table_with_baselines(run_dir, capsys):
     out = capsys.readouterr().out
     for name in ("selfsup simclr", "random encoder", "raw pixels"):
         assert name in out
-    rows = json.loads((run_dir / "eval.json").read_text())
-    assert all(0 < r["knn"] <= 1 and 0 < r["linear"] <= 1 for r in rows)
+    data = json.loads((run_dir / "eval.json").read_text())
+    results = data["results"]
+    assert len(results) == 6  # 3 candidates x (k-NN, linear)
+    assert all(0 < r["top1"] <= 1 and r["dataset"] == "digits" for r in results)
+    digest = hashlib.sha256((run_dir / "encoder.safetensors").read_bytes()).hexdigest()
+    assert data["encoder_sha256"] == digest and all(r["encoder_sha256"] == digest for r in results)
+    linear = {r["candidate"]: r for r in results if r["protocol"] == "linear"}
+
+    # k-NN alone afterwards replaces the k-NN entries and keeps the linear ones
+    assert main(["eval", "knn", str(run_dir), "eval.knn_k=5"]) == 0
+    after = json.loads((run_dir / "eval.json").read_text())["results"]
+    assert len(after) == 6
+    assert {r["candidate"]: r for r in after if r["protocol"] == "linear"} == linear
+    assert all(r["settings"]["k"] == 5 for r in after if r["protocol"] == "knn")
 
 
-def test_embed_writes_features_of_a_folder(run_dir, tmp_path):
+def test_embed_writes_features_of_a_folder(run_dir, tmp_path, capsys):
     folder = tmp_path / "imgs"
     folder.mkdir()
     rng = np.random.default_rng(0)
@@ -62,12 +75,23 @@ def test_embed_writes_features_of_a_folder(run_dir, tmp_path):
     feats = np.load(out)
     assert feats.shape == (5, 64) and np.isfinite(feats).all()
     assert len(out.with_suffix(".txt").read_text().splitlines()) == 5
-    # a truncated file would break the row <-> path correspondence: named error, no output
+    full = feats
+    # a truncated file is skipped and named; rows still match the listed files
     data = (folder / "2.png").read_bytes()
     (folder / "2.png").write_bytes(data[: len(data) // 2])
     out.unlink()
-    assert main(["embed", str(run_dir), str(folder), "--out", str(out)]) == 2
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable.*2\.png"):
+        assert main(["embed", str(run_dir), str(folder), "--out", str(out)]) == 0
+    feats = np.load(out)
+    listed = out.with_suffix(".txt").read_text().splitlines()
+    assert [Path(p).name for p in listed] == ["0.png", "1.png", "3.png", "4.png"]
+    np.testing.assert_allclose(feats, full[[0, 1, 3, 4]], rtol=1e-5, atol=1e-6)
+    assert "2.png" in out.with_suffix(".skipped.txt").read_text()
+    # --strict stops on it instead, naming the file, and writes nothing
+    out.unlink()
+    assert main(["embed", str(run_dir), str(folder), "--out", str(out), "--strict"]) == 2
     assert not out.exists()
+    assert "2.png" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

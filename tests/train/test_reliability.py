@@ -255,7 +255,7 @@ def test_a_run_with_skipped_steps_resumes_bitwise(tmp_path):
 
 def _comparable(run_dir: Path) -> list[str]:
     """metrics.jsonl without its timings, one JSON text a line (so that NaN equals NaN)."""
-    volatile = ("img_per_s", "wall_time_s")
+    volatile = ("img_per_s", "wall_time_s", "ran_steps")  # per session, like wall time
     return [
         json.dumps({k: v for k, v in x.items() if k not in volatile}) for x in _records(run_dir)
     ]
@@ -427,8 +427,13 @@ def test_resume_refuses_another_batch_size_or_model(tmp_path):
     Trainer(small("train.max_steps=3"), tmp_path / "run").fit()
     with pytest.raises(CheckpointError, match=r"batch_size=16.*batch_size=32.*own data"):
         Trainer(small("train.batch_size=32"), tmp_path / "run").fit(resume=True)
-    with pytest.raises(CheckpointError, match="another model or optimiser"):
+    # the message names the option that changed the model, with both values
+    with pytest.raises(
+        CheckpointError, match=r"another model.*simclr.proj_out_dim=8 \(was 16\).*resume without"
+    ):
         Trainer(small("simclr.proj_out_dim=8"), tmp_path / "run").fit(resume=True)
+    with pytest.raises(CheckpointError, match=r"backbone.width=0.25 \(was 0.125\)"):
+        Trainer(small("backbone.width=0.25"), tmp_path / "run").fit(resume=True)
 
 
 def test_resume_without_a_checkpoint_names_the_fix(tmp_path):

@@ -17,6 +17,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "RUN_OUTPUTS",
@@ -127,7 +128,7 @@ def run_status(run_dir: str | Path) -> RunStatus:
                 records.append(json.loads(line))
             except ValueError:
                 continue
-    setup = next((r for r in records if r.get("kind") == "setup"), {})
+    setup: dict[str, Any] = next((r for r in records if r.get("kind") == "setup"), {})
     last = records[-1] if records else {}
     finished = last.get("kind") == "end" and (run_dir / "encoder.safetensors").is_file()
     return RunStatus(

@@ -157,6 +157,10 @@ def test_safetensors_export_is_self_contained(runs, tmp_path):
     with torch.inference_mode():
         got = model(images.float() / 255)
     torch.testing.assert_close(got, library_features(run_dir, images), rtol=0, atol=0)
+    # inference returns plain tensors: no autograd graph without an inference_mode block
+    plain = model(images.float() / 255)
+    assert not plain.requires_grad and plain.grad_fn is None
+    assert not any(p.requires_grad for p in model.parameters())
 
 
 def test_no_check_skips_the_comparison(runs, tmp_path):

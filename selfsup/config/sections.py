@@ -307,7 +307,17 @@ class TrainConfig(Section):
     checkpoint_every_steps: Int = Field(
         0, ge=0, description="also checkpoint every N steps inside an epoch; 0 = off"
     )
-    progress: Bool = Field(True, description="show a progress bar")
+    progress: Bool | None = Field(
+        None,
+        description="progress on stderr: null = a bar on a terminal, plain lines otherwise (logs, "
+        "pipes); true = the bar even when not a terminal; false = plain lines only",
+    )
+    progress_every_s: Float = Field(
+        30.0,
+        ge=0,
+        description="seconds between plain progress lines (step, loss, lr, img/s, ETA) when there "
+        "is no bar; 0 = none",
+    )
     keep_best: Int = Field(
         1,
         ge=0,

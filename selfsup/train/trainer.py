@@ -49,6 +49,7 @@ from selfsup.train.interrupt import GracefulInterrupt
 from selfsup.train.knn_monitor import OnlineKNN
 from selfsup.train.metrics import MetricsLog, setup_record
 from selfsup.train.nonfinite import MAX_CONSECUTIVE_SKIPS, NonFiniteLossError, NonFinitePolicy
+from selfsup.train.progress_report import TrainProgress
 from selfsup.train.run_state import restore_run_state, run_state
 from selfsup.train.step import StepResult, TrainStep
 
@@ -156,6 +157,7 @@ class Trainer:
         self._last_loss = float("nan")  # loss of the latest synced step (logged, epoch end)
         self._last_logs: dict[str, float] = {}  # the method's logs at that step
         self._last_knn: float | None = None
+        self.progress = TrainProgress(self)  # plan, duration estimate, bar or plain lines
 
     # -- what the step owns, by its usual names ----------------------------------------------------
     @property
@@ -300,14 +302,7 @@ class Trainer:
         t = self.cfg.train
         self.method.train()
         steps_here = min(self.steps_per_epoch, self.last_step - epoch * self.steps_per_epoch)
-        bar = tqdm(
-            total=steps_here,
-            initial=start_in_epoch,
-            desc=f"epoch {epoch + 1}/{t.epochs}",
-            disable=None if t.progress else True,  # None: off when not a terminal
-            dynamic_ncols=True,
-            leave=False,
-        )
+        self.progress.start_epoch(epoch, start_in_epoch, steps_here)
         if start_in_epoch == 0:
             self._epoch_loss_sum.zero_()
             self._epoch_loss_steps = 0
@@ -320,25 +315,25 @@ class Trainer:
                 self._epoch_loss_steps += 1
             self.step += 1
             window_images += images.shape[0]
-            bar.update(1)
+            line_due = self.progress.after_step(self.step, images.shape[0])
             epoch_end = self.step % self.steps_per_epoch == 0
             logged = self.step % t.log_every == 0 or self.step == self.last_step
-            if logged or epoch_end:  # the only host syncs of a step (stop mode)
+            if logged or epoch_end:  # host syncs (stop mode): here and for a progress line
                 self.nonfinite.raise_if_nonfinite()
                 self._last_loss = float(result.loss)
                 self._last_logs = {k: float(v) for k, v in result.logs.items()}
             if logged:
                 img_per_s = window_images / max(time.perf_counter() - window_start, 1e-9)
                 self._log_step(epoch, result, img_per_s)
-                bar.set_postfix(
-                    loss=f"{self._last_loss:.4f}", lr=f"{result.lr:.3g}", img_s=f"{img_per_s:.0f}"
-                )
+                self.progress.postfix(self._last_loss, result.lr, img_per_s)
                 window_start, window_images = time.perf_counter(), 0
+            if line_due:  # a host sync, only when a progress line is printed
+                self.progress.report(self.step, epoch, float(result.loss), result.lr)
             if epoch_end or self.step >= self.last_step or interrupt.requested:
                 break
             if self.checkpoints.due(self.step):
                 self.save()
-        bar.close()
+        self.progress.end_epoch()
         self.nonfinite.raise_if_nonfinite()
         state = self._end_epoch(epoch) if self.step % self.steps_per_epoch == 0 else None
         if self.checkpoints.due(self.step):

@@ -4,8 +4,10 @@ import re
 import warnings
 
 import pytest
+import torch
 
 from selfsup import progress
+from selfsup.eval.features import extract_features
 from selfsup.progress import (
     ProgressStyle,
     Reporter,
@@ -96,6 +98,16 @@ def test_a_quiet_phase_prints_nothing_and_a_failed_one_no_result(clock, capsys):
     with pytest.raises(RuntimeError), phase("broken", style=ProgressStyle()):
         raise RuntimeError("boom")
     assert capsys.readouterr().err.splitlines() == ["broken ..."]
+
+
+def test_feature_extraction_counts_images_only_when_asked(capsys):
+    encoder = torch.nn.Flatten()
+    batches = [(torch.zeros(3, 1, 2, 2, dtype=torch.uint8), torch.zeros(3, dtype=torch.int64))] * 2
+    counted: list[int] = []
+    extract_features(encoder, batches, lambda x: x.float(), progress=counted.append)
+    assert counted == [3, 3]
+    extract_features(encoder, batches, lambda x: x.float())
+    assert capsys.readouterr().err == ""
 
 
 def _warn_twice_and_once_more() -> None:

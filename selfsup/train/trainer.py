@@ -32,6 +32,7 @@ from selfsup import build
 from selfsup.config import Config
 from selfsup.data import EpochLoader, ImageDataset
 from selfsup.methods import Method
+from selfsup.progress import say
 from selfsup.train.checkpoint import (
     CheckpointError,
     atomic_write,
@@ -371,15 +372,12 @@ class Trainer:
             record["skipped_steps"] = self.skipped_steps
         warnings = self.method.diagnose(self._last_logs)
         for warning in warnings:
-            tqdm.write(f"warning (epoch {epoch + 1}): {warning}")
+            say(f"warning (epoch {epoch + 1}): {warning}")
         if warnings:
             record["warnings"] = warnings
         if self.knn is not None and t.knn_every and (epoch + 1) % t.knn_every == 0:
-            self._last_knn = record["knn_top1"] = self.knn(self._evaluated_encoder())
-            tqdm.write(
-                f"epoch {epoch + 1}: online {self.cfg.eval.knn_k}-NN top-1 "
-                f"{100 * self._last_knn:.2f}%"
-            )
+            encoder = self._evaluated_encoder()
+            self._last_knn = record["knn_top1"] = self.knn(encoder, f", epoch {epoch + 1}")
         self.metrics.append(record)
         return self.checkpoints.offer_best(self.step, epoch + 1, record, self.checkpoint_state)
 

@@ -1,11 +1,14 @@
-"""What a training run prints on stderr: plan, duration estimate, plain lines or the bar. A
-fake clock (one second per reading) makes the cadence deterministic."""
+"""What a training run prints on stderr: plan, duration estimate, plain lines or the bar, the
+online k-NN phase. A fake clock (one second per reading) makes the cadence deterministic."""
 
 import re
 
 import pytest
+import torch
 
 from selfsup import progress
+from selfsup.data import TensorImageDataset
+from selfsup.train import knn_monitor
 from selfsup.train.progress_report import TrainProgress
 from selfsup.train.trainer import Trainer
 from tests.conftest import tiny_config
@@ -66,3 +69,33 @@ def test_progress_true_forces_the_bar_when_not_a_terminal(tmp_path, clock, capsy
     err = capsys.readouterr().err
     assert "\repoch 1/1:" in err  # tqdm drew the bar on the (non-terminal) stderr
     assert not any(line.startswith("step ") for line in err.splitlines())  # the bar replaces lines
+
+
+def _digits_like(n: int, name: str) -> TensorImageDataset:
+    gen = torch.Generator().manual_seed(n)
+    images = torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8, generator=gen)
+    return TensorImageDataset(images, torch.arange(n) % 10, name, 10)
+
+
+def test_online_knn_uses_the_bounded_subset_and_says_so(tmp_path, monkeypatch, capsys):
+    counted: list[int] = []
+    original = knn_monitor.extract_features
+
+    def counting(encoder, batches, *args, **kwargs):
+        feats, labels = original(encoder, batches, *args, **kwargs)
+        counted.append(len(labels))
+        return feats, labels
+
+    monkeypatch.setattr(knn_monitor, "extract_features", counting)
+    cfg = tiny_config("train.knn_every=1")
+    eval_sets = (_digits_like(6000, "bank"), _digits_like(2500, "queries"))
+    trainer = Trainer(cfg, tmp_path / "run", eval_sets=eval_sets)
+    capsys.readouterr()
+    accuracy = trainer.online_knn()
+    assert counted == [5000, 2000]  # the defaults, below both split sizes
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "online 20-NN (5000 bank / 2000 queries): extracting features ..."
+    assert re.fullmatch(
+        rf"online 20-NN \(5000 bank / 2000 queries\): top-1 {100 * accuracy:.2f}% in \d+\.\d s",
+        err[-1],
+    )

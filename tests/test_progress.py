@@ -8,6 +8,7 @@ import torch
 
 from selfsup import progress
 from selfsup.eval.features import extract_features
+from selfsup.eval.linear import linear_probe
 from selfsup.progress import (
     ProgressStyle,
     Reporter,
@@ -108,6 +109,21 @@ def test_feature_extraction_counts_images_only_when_asked(capsys):
     assert counted == [3, 3]
     extract_features(encoder, batches, lambda x: x.float())
     assert capsys.readouterr().err == ""
+
+
+def test_linear_probe_reports_each_lr_and_the_final_fit_only_when_asked(clock, capsys):
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 4, generator=gen), torch.arange(40) % 2
+    kwargs = {"epochs": 4, "lrs": (0.1, 1.0), "batch_size": 8}
+    quiet = linear_probe(x, y, x, y, 2, **kwargs)
+    assert capsys.readouterr().err == ""
+    loud = linear_probe(x, y, x, y, 2, **kwargs, progress=ProgressStyle(every_s=1), desc="probe")
+    assert loud.test_accuracy == quiet.test_accuracy  # reporting changes nothing
+    err = capsys.readouterr().err
+    assert "probe lr 0.1 (1/2): 4 epochs on 36 features ..." in err
+    assert "probe lr 1 (2/2): 2/4 epochs, elapsed" in err
+    assert "probe final fit at lr " in err and "test top-1" in err
+    assert re.search(r"probe lr 0\.1 \(1/2\): validation top-1 \d+\.\d\d% in", err)
 
 
 def _warn_twice_and_once_more() -> None:

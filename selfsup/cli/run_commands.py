@@ -76,7 +76,7 @@ def _evaluate(
     from selfsup.eval import run as eval_run
 
     rows = eval_run.evaluate_run(
-        run_dir, protocols, baselines=baselines, device=device, overrides=overrides
+        run_dir, protocols, baselines=baselines, device=device, overrides=overrides, progress=True
     )
     print(eval_run.format_table(rows))
     return 0
@@ -156,6 +156,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         baselines=True,
         device=trainer.device,
         eval_sets=trainer.eval_sets,
+        progress=True,
     )
     print()
     print(eval_run.format_table(rows))

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -44,9 +45,16 @@ def test_pretrain_writes_a_complete_run_directory(run_dir, capsys):
 
 def test_eval_knn_and_linear_print_a_table_with_baselines(run_dir, capsys):
     assert main(["eval", "all", str(run_dir)]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     for name in ("selfsup simclr", "random encoder", "raw pixels"):
         assert name in out
+        # every phase on stderr: what it does, then its result and time
+        assert f"{name}: 20-NN: 1437 bank / 360 queries ..." in err
+        assert f"{name}: linear probe lr 0.01 (1/3): 3 epochs on 1292 features ..." in err
+        assert re.search(rf"{name}: linear probe final fit at lr \S+: test top-1 [\d.]+% in", err)
+    assert "selfsup simclr: train features: extracting 1437 images ..." in err
+    assert "selfsup simclr: test features: 360 x 64 in" in err
+    assert "linear probe" not in out  # results on stdout, progress on stderr
     rows = json.loads((run_dir / "eval.json").read_text())
     assert all(0 < r["knn"] <= 1 and 0 < r["linear"] <= 1 for r in rows)
 

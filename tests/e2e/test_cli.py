@@ -3,6 +3,7 @@
 import json
 import math
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,26 @@ def test_empty_folder_is_refused_with_the_fix(tmp_path, capsys):
     args = [*TINY, "data.dataset=folder", f"data.data_dir={empty}"]
     assert main(["pretrain", *args, "--run-dir", str(tmp_path / "r")]) == 2
     assert str(empty) in capsys.readouterr().err
+
+
+def test_warnings_are_one_clean_line_each(tmp_path, capsys, monkeypatch):
+    old = tmp_path / "old.yaml"  # a renamed key: the config loader warns
+    old.write_text("dino:\n  teacher_temperature_warmup: 0.3\ntrain:\n  epochs: 50\n")
+    assert main(["pretrain", "--config", str(old), "--print-config"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: dino.teacher_temperature_warmup=0.3 ")
+    assert "root.py" not in err[0] and "UserWarning" not in err[0]
+
+    def warns(args):
+        warnings.warn("disk almost full", UserWarning, stacklevel=1)
+        warnings.warn("disk almost full", UserWarning, stacklevel=1)  # repeated: shown once
+        return 0
+
+    monkeypatch.setattr("selfsup.cli.parser.cmd_demo", warns)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # Python alone would print the repeat
+        assert main(["demo"]) == 0
+    assert capsys.readouterr().err == "warning: disk almost full\n"
 
 
 def test_resume_of_a_missing_run_is_a_clear_error(tmp_path, capsys):

@@ -51,6 +51,17 @@ def test_overrides_parse_yaml_scalars_and_coerce_types():
     assert cfg.train.progress is False
 
 
+def test_progress_is_tri_state_and_old_true_false_configs_load(tmp_path):
+    assert Config().train.progress is None  # a bar on a terminal, plain lines otherwise
+    for text, want in (("true", True), ("false", False), ("null", None)):
+        path = tmp_path / "c.yaml"
+        path.write_text(f"train:\n  progress: {text}\n")
+        assert Config.from_yaml(path).train.progress is want
+    assert apply_overrides(Config(), ["train.progress_every_s=0"]).train.progress_every_s == 0.0
+    with pytest.raises(ConfigError, match=r"train\.progress_every_s must be >= 0"):
+        apply_overrides(Config(), ["train.progress_every_s=-1"])
+
+
 def test_yaml_1_1_exponents_and_ints_are_read_as_floats(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("optim:\n  base_lr: 1e-3\n  weight_decay: 0\n")  # '1e-3' is a YAML 1.1 string
@@ -331,6 +342,7 @@ NON_DEFAULT = {
     "train.checkpoint_every": 2,
     "train.checkpoint_every_steps": 100,
     "train.progress": False,
+    "train.progress_every_s": 5.0,
     "train.keep_best": 0,
     "train.on_nonfinite": "skip",
     "eval.knn_k": 10,

@@ -2,7 +2,8 @@
 
 Every command reads a YAML config plus ``key=value`` overrides; ``selfsup pretrain --help`` lists
 every option with its meaning and safe range. Bad input ends with one line that names the problem
-and the fix (exit code 2), never a traceback.
+and the fix (exit code 2), never a traceback. Progress and warnings go to stderr (one
+``warning: <message>`` line per distinct warning), results to stdout.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from selfsup.cli.parser import build_parser
 from selfsup.cli.run_commands import EXIT_USAGE, demo_config
 from selfsup.config import ConfigError
+from selfsup.progress import one_line_warnings
 
 __all__ = ["EXIT_USAGE", "build_parser", "demo_config", "main"]
 
@@ -27,7 +29,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     torch.set_float32_matmul_precision("high")
     try:
-        return int(args.func(args))
+        with one_line_warnings():
+            return int(args.func(args))
     except (
         ConfigError,
         DatasetNotFoundError,

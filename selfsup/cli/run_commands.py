@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from selfsup.config import Config, ConfigError, apply_method_defaults, apply_overrides
+from selfsup.progress import say
 
 
 def build_config(
@@ -29,10 +30,9 @@ def build_config(
     given = [item.split("=", 1)[0].strip() for item in overrides]
     applied = apply_method_defaults(cfg, given)
     if applied:
-        print(
+        say(
             f"method={cfg.method} without a config file: the paper's settings {', '.join(applied)}"
-            f" (tuned presets: {_presets(cfg.method)})",
-            file=sys.stderr,
+            f" (tuned presets: {_presets(cfg.method)})"
         )
     try:
         return cfg.validate()
@@ -80,7 +80,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         print(cfg.to_yaml())
         return 0
     trainer = Trainer(cfg, run_dir, overwrite=args.overwrite)
-    print(f"run directory: {trainer.run_dir}")
+    say(f"run directory: {trainer.run_dir}")
     result = trainer.fit(resume=bool(args.resume))
     if result.already_finished:
         return 0
@@ -124,7 +124,7 @@ def _resume_config(args: argparse.Namespace) -> Config:
     before = saved.to_dict()
     cfg = build_config(None, args.overrides, base=saved)
     for key, old, new in config_changes(before, cfg.to_dict()):
-        print(f"resume: {key} changed from {old!r} to {new!r}")
+        say(f"resume: {key} changed from {old!r} to {new!r}")
     return cfg
 
 
@@ -138,7 +138,7 @@ def _evaluate(
     from selfsup.eval import run as eval_run
 
     rows = eval_run.evaluate_run(
-        run_dir, protocols, baselines=baselines, device=device, overrides=overrides
+        run_dir, protocols, baselines=baselines, device=device, overrides=overrides, progress=True
     )
     print(eval_run.format_table(rows))
     return 0
@@ -215,6 +215,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         baselines=True,
         device=trainer.device,
         eval_sets=trainer.eval_sets,
+        progress=True,
     )
     print()
     print(eval_run.format_table(rows))

@@ -21,6 +21,7 @@ def extract_features(
     transform: Callable[[Tensor], Tensor],
     device: torch.device | str = "cpu",
     channels_last: bool = False,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Run ``encoder`` over ``batches`` and collect its features and the labels.
 
@@ -39,6 +40,9 @@ def extract_features(
 
     The returned tensors are ordinary (not inference-mode) tensors, so they can be fed to a
     trainable linear probe directly.
+
+    ``progress``, when given, is called with the number of images of each batch once it is
+    encoded (e.g. :meth:`selfsup.progress.Phase.update`); nothing is printed otherwise.
     """
     device = torch.device(device)
     # Restore each module's own flag: a model may keep some parts (e.g. frozen BN) in eval
@@ -75,6 +79,8 @@ def extract_features(
             pending.append(feats)
             pending_bytes += feats.numel() * feats.element_size()
             host_labels.append(labels.to("cpu", torch.int64))
+            if progress is not None:
+                progress(images.shape[0])
             if pending_bytes >= _HOST_FLUSH_BYTES:
                 host_features.append(_to_host(pending))
                 pending, pending_bytes = [], 0

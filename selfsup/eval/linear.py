@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfsup.eval.knn import _check_label_range
+from selfsup.progress import ProgressStyle, phase
 
 __all__ = ["LinearProbeResult", "linear_probe"]
 
@@ -54,6 +55,8 @@ def linear_probe(
     weight_decay: float = 0.0,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    progress: ProgressStyle | None = None,
+    desc: str = "linear probe",
 ) -> LinearProbeResult:
     """Train a linear classifier on frozen features and report its test accuracy.
 
@@ -98,6 +101,8 @@ def linear_probe(
         weight_decay: L2 penalty of SGD (on weight and bias).
         seed: seed of the split, the initialisation and the shuffling.
         device: where training runs; features are copied there once.
+        progress: how to report each training run (which lr, epoch x of y, the accuracy and
+            its time) on stderr, named ``desc``; None (default) prints nothing.
     """
     _check_probe_inputs(
         train_features,
@@ -122,25 +127,36 @@ def linear_probe(
     fit_x, fit_y = train_x[fit_idx], train_y[fit_idx]  # [N_fit, D], [N_fit]
     val_x, val_y = train_x[val_idx], train_y[val_idx]  # [N_val, D], [N_val]
 
+    def train(
+        x: Tensor, y: Tensor, lr: float, on_epoch: Callable[[int], None]
+    ) -> tuple[nn.Module, float]:
+        return _train_classifier(
+            x, y, num_classes, epochs, lr, batch_size, batch_norm, weight_decay, seed, on_epoch
+        )
+
     history: list[dict[str, float]] = []
-    for lr in lrs:
-        model, loss = _train_classifier(
-            fit_x, fit_y, num_classes, epochs, lr, batch_size, batch_norm, weight_decay, seed
-        )
-        history.append(
-            {"lr": float(lr), "val_accuracy": _accuracy(model, val_x, val_y), "train_loss": loss}
-        )
+    for i, lr in enumerate(lrs, 1):
+        what = f"{desc} lr {lr:g} ({i}/{len(lrs)})"
+        doing = f"{epochs} epochs on {len(fit_idx)} features"
+        with phase(what, doing, epochs, "epochs", progress) as step:
+            model, loss = train(fit_x, fit_y, lr, step.update)
+            val_accuracy = _accuracy(model, val_x, val_y)
+            step.result = f"validation top-1 {100 * val_accuracy:.2f}%"
+        history.append({"lr": float(lr), "val_accuracy": val_accuracy, "train_loss": loss})
     best = max(range(len(history)), key=lambda i: (history[i]["val_accuracy"], -i))
     best_lr = history[best]["lr"]
 
     # The test split is read only here, after the lr is fixed.
-    model, _ = _train_classifier(
-        train_x, train_y, num_classes, epochs, best_lr, batch_size, batch_norm, weight_decay, seed
-    )
-    test_x = test_features.detach().to(device=device, dtype=torch.float32)  # [M, D]
-    test_y = test_labels.detach().to(device=device, dtype=torch.int64)  # [M]
+    what = f"{desc} final fit at lr {best_lr:g}"
+    doing = f"{epochs} epochs on {len(train_x)} features"
+    with phase(what, doing, epochs, "epochs", progress) as step:
+        model, _ = train(train_x, train_y, best_lr, step.update)
+        test_x = test_features.detach().to(device=device, dtype=torch.float32)  # [M, D]
+        test_y = test_labels.detach().to(device=device, dtype=torch.int64)  # [M]
+        test_accuracy = _accuracy(model, test_x, test_y)
+        step.result = f"test top-1 {100 * test_accuracy:.2f}%"
     return LinearProbeResult(
-        test_accuracy=_accuracy(model, test_x, test_y),
+        test_accuracy=test_accuracy,
         val_accuracy=history[best]["val_accuracy"],
         lr=best_lr,
         epochs=epochs,
@@ -175,8 +191,10 @@ def _train_classifier(
     batch_norm: bool,
     weight_decay: float,
     seed: int,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> tuple[nn.Module, float]:
-    """Train ``norm -> Linear`` on ``x [N, D]``, ``y [N]``; return it and the last epoch's loss."""
+    """Train ``norm -> Linear`` on ``x [N, D]``, ``y [N]``; return it and the last epoch's loss.
+    ``on_epoch(1)`` is called after each epoch."""
     n, dim = x.shape
     device = x.device
     generator = torch.Generator().manual_seed(seed)
@@ -211,6 +229,8 @@ def _train_classifier(
             optimizer.step()
             epoch_loss += loss.detach()
             step += 1
+        if on_epoch is not None:
+            on_epoch(1)
     model.eval()
     return model, (epoch_loss / steps_per_epoch).item()
 

@@ -6,7 +6,7 @@ added) and raw pixels (what any encoder must beat to be worth having).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from selfsup.eval.linear import linear_probe
 from selfsup.eval.results import record_results
 from selfsup.eval.run_encoder import RunEncoder, encoder_sha256, load_encoder, load_run_config
 from selfsup.methods.registry import get_method
+from selfsup.progress import ProgressStyle, phase
 
 __all__ = [  # load_encoder & co. live in run_encoder; imported from here by earlier code
     "EvalRow",
@@ -43,15 +44,38 @@ def random_encoder(cfg: Config, in_channels: int, device: str | torch.device = "
 
 
 def features_of(
-    encoder: nn.Module, dataset: ImageDataset, cfg: Config, device: torch.device | str
+    encoder: nn.Module,
+    dataset: ImageDataset,
+    cfg: Config,
+    device: torch.device | str,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[Tensor, Tensor]:
+    """Features of every image of ``dataset``; ``progress(n)`` after each batch of n images."""
     return extract_features(
         encoder,
         iterate_batches(dataset, cfg.eval.batch_size, device),
         build.eval_transform(cfg),
         device,
         channels_last=cfg.train.channels_last,
+        progress=progress,
     )
+
+
+def split_features(
+    name: str,
+    split: str,
+    encoder: nn.Module,
+    dataset: ImageDataset,
+    cfg: Config,
+    device: torch.device | str,
+    progress: ProgressStyle | None = None,
+) -> tuple[Tensor, Tensor]:
+    """:func:`features_of` as a phase named after the candidate and split (quiet when None)."""
+    what = f"{name}: {split} features"
+    with phase(what, f"extracting {len(dataset)} images", len(dataset), "images", progress) as p:
+        feats = features_of(encoder, dataset, cfg, device, p.update)
+        p.result = f"{feats[0].shape[0]} x {feats[0].shape[1]}"
+    return feats
 
 
 def pixel_features(dataset: ImageDataset, cfg: Config) -> tuple[Tensor, Tensor]:
@@ -103,21 +127,26 @@ def evaluate_features(
     protocols: tuple[str, ...],
     num_classes: int,
     device: torch.device | str = "cpu",
+    progress: ProgressStyle | None = None,
 ) -> EvalRow:
+    """k-NN and/or linear probe of one candidate's features; ``progress`` reports each phase."""
     row = EvalRow(name, settings={})
     e = cfg.eval
     assert row.settings is not None
     if "knn" in protocols:
         row.settings["knn"] = {"k": e.knn_k, "temperature": e.knn_temperature}
-        row.knn = knn_accuracy(
-            train[0],
-            train[1],
-            test[0],
-            test[1],
-            num_classes,
-            k=e.knn_k,
-            temperature=e.knn_temperature,
-        )
+        doing = f"{len(train[0])} bank / {len(test[0])} queries"
+        with phase(f"{name}: {e.knn_k}-NN", doing, style=progress) as step:
+            row.knn = knn_accuracy(
+                train[0],
+                train[1],
+                test[0],
+                test[1],
+                num_classes,
+                k=e.knn_k,
+                temperature=e.knn_temperature,
+            )
+            step.result = f"top-1 {100 * row.knn:.2f}%"
     if "linear" in protocols:
         result = linear_probe(
             train[0],
@@ -131,6 +160,8 @@ def evaluate_features(
             batch_norm=linear_batch_norm(cfg),
             seed=cfg.train.seed,
             device=device,
+            progress=progress,
+            desc=f"{name}: linear probe",
         )
         row.linear, row.linear_lr = result.test_accuracy, result.lr
         row.settings["linear"] = {
@@ -150,12 +181,15 @@ def evaluate_run(
     device: str | torch.device = "cpu",
     eval_sets: tuple[ImageDataset, ImageDataset] | None = None,
     overrides: Sequence[str] = (),
+    progress: bool = False,
 ) -> list[EvalRow]:
     """Evaluate a run's encoder (and baselines) on its labelled eval splits; the results join
     the run's eval.json (:mod:`selfsup.eval.results`) under the encoder's hash.
 
     ``overrides`` (``eval.*``/``data.*`` keys) change the protocol, not the encoder. A run that
     is still training or was interrupted is evaluated with its last checkpoint's encoder.
+    ``progress`` prints each phase (features, k-NN, linear probe) on stderr as the run's
+    ``train.progress*`` settings ask (the CLI sets it); quiet by default.
     """
     run = load_encoder(run_dir, device)
     cfg = apply_overrides(run.cfg, overrides).validate()
@@ -175,13 +209,15 @@ def evaluate_run(
     if baselines:
         candidates.append(("random encoder", random_encoder(cfg, run.in_channels, device)))
         candidates.append(("raw pixels", None))
+    style = ProgressStyle.of(cfg.train) if progress else None
     for name, model in candidates:
         if model is None:
             train, test = pixel_features(train_set, cfg), pixel_features(test_set, cfg)
         else:
-            train = features_of(model, train_set, cfg, device)
-            test = features_of(model, test_set, cfg, device)
-        rows.append(evaluate_features(name, train, test, cfg, protocols, num_classes, device))
+            train = split_features(name, "train", model, train_set, cfg, device, style)
+            test = split_features(name, "test", model, test_set, cfg, device, style)
+        row = evaluate_features(name, train, test, cfg, protocols, num_classes, device, style)
+        rows.append(row)
     rows[0].network = network
     sha = run.sha256 if encoder is run.encoder else encoder_sha256(encoder)
     record_results(run_dir, result_entries(rows, protocols, cfg, run), sha)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from selfsup import build
 from selfsup.artifact import ENCODER_WEIGHTS, load_encoder_state
 from selfsup.config import Config
 from selfsup.eval.from_checkpoint import method_from_checkpoint
+from selfsup.progress import say
 from selfsup.train.checkpoint import CheckpointError, load_checkpoint
 from selfsup.train.run_dir import run_status
 
@@ -94,10 +94,9 @@ def load_encoder(
     encoder = method.encoder_for(network)
     meta = build.encoder_meta(cfg, in_channels, encoder, network)
     step = int(state["step"])
-    print(
+    say(
         f"{run_dir} is not finished ({status.describe()}): using the {network} encoder of "
         f"checkpoints/last.pt, step {step}",
-        file=sys.stderr,
     )
     encoder = encoder.to(device).eval()
     return RunEncoder(encoder, cfg, meta, encoder_sha256(encoder), step, "checkpoints/last.pt")

@@ -11,21 +11,42 @@ method state brought to today's layout by :func:`~selfsup.methods.upgrade.upgrad
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from tqdm import tqdm
 
 from selfsup.methods.upgrade import CHECKPOINT_FORMAT, upgrade_method_state
+from selfsup.progress import say
 from selfsup.train.checkpoint import CheckpointError, load_checkpoint, rng_state, set_rng_state
 from selfsup.train.run_dir import run_status
 from selfsup.train.step import TrainStep
 
 if TYPE_CHECKING:
-    from selfsup.train.trainer import Trainer, TrainResult
+    from selfsup.train.trainer import Trainer
 
-__all__ = ["announce_resume", "finished_run_result", "restore_run_state", "run_state"]
+__all__ = [
+    "TrainResult",
+    "announce_resume",
+    "finished_run_result",
+    "restore_run_state",
+    "run_state",
+]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    epochs_completed: int
+    final_loss: float
+    knn_accuracy: float | None
+    wall_time_s: float
+    skipped_steps: int = 0  # steps skipped for a NaN/inf loss or gradient (on_nonfinite=skip)
+    ran_steps: int = 0  # steps this call trained (0: a finished run resumed, nothing changed)
+    already_finished: bool = False  # resume found the run finished and changed nothing
+
 
 FIRST_FORMAT = "selfsup-checkpoint/1"  # what a checkpoint without a "format" entry is
 
@@ -125,7 +146,7 @@ def announce_resume(trainer: Trainer) -> None:
     """Say where a resumed run continues from and how many steps it will train."""
     epoch, in_epoch = divmod(trainer.step, trainer.steps_per_epoch)
     todo = trainer.last_step - trainer.step
-    tqdm.write(
+    say(
         f"resumed {trainer.run_dir} from {trainer.checkpoint_path.name} at step {trainer.step} "
         f"(epoch {epoch + 1}, step {in_epoch} of {trainer.steps_per_epoch} in it); training "
         f"{todo} more step{'s' if todo != 1 else ''} to step {trainer.last_step}"
@@ -136,8 +157,6 @@ def finished_run_result(trainer: Trainer) -> TrainResult | None:
     """A resumed run that is already finished at its checkpoint: say so and return its result,
     changing nothing (no file is written). ``None`` when there is training left, or when the
     final checkpoint is on disk but the run ended before writing its encoder."""
-    from selfsup.train.trainer import TrainResult
-
     if trainer.step < trainer.last_step or not run_status(trainer.run_dir).finished:
         return None
     end: dict[str, Any] = {}
@@ -149,7 +168,7 @@ def finished_run_result(trainer: Trainer) -> TrainResult | None:
         if record.get("kind") == "end":
             end = record
     more = trainer.cfg.train.epochs + max(1, trainer.cfg.train.epochs // 2)
-    tqdm.write(
+    say(
         f"{trainer.run_dir} is finished (step {trainer.step} of {trainer.last_step}); nothing "
         "changed. To train longer, resume with a longer schedule, e.g. `selfsup pretrain "
         f"--resume {trainer.run_dir} train.epochs={more}`"

@@ -19,19 +19,18 @@ Ctrl-C) is written down in ``docs/reliability.md`` and tested in ``tests/train``
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from selfsup import build
 from selfsup.config import Config
 from selfsup.data import EpochLoader, ImageDataset
 from selfsup.methods import Method
+from selfsup.progress import say
 from selfsup.train.checkpoint import (
     CheckpointError,
     atomic_write,
@@ -49,8 +48,10 @@ from selfsup.train.interrupt import GracefulInterrupt
 from selfsup.train.knn_monitor import OnlineKNN
 from selfsup.train.metrics import MetricsLog, setup_record
 from selfsup.train.nonfinite import MAX_CONSECUTIVE_SKIPS, NonFiniteLossError, NonFinitePolicy
+from selfsup.train.progress_report import TrainProgress
 from selfsup.train.run_dir import claim_run_dir, default_run_dir
 from selfsup.train.run_state import (
+    TrainResult,
     announce_resume,
     finished_run_result,
     restore_run_state,
@@ -73,19 +74,6 @@ __all__ = [
     "resolve_precision",
     "seed_everything",
 ]
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    steps: int
-    epochs_completed: int
-    final_loss: float
-    knn_accuracy: float | None
-    wall_time_s: float
-    skipped_steps: int = 0  # steps skipped for a NaN/inf loss or gradient (on_nonfinite=skip)
-    ran_steps: int = 0  # steps this call trained (0: a finished run resumed, nothing changed)
-    already_finished: bool = False  # resume found the run finished and changed nothing
 
 
 class Trainer:
@@ -162,6 +150,7 @@ class Trainer:
         self._last_loss = float("nan")  # loss of the latest synced step (logged, epoch end)
         self._last_logs: dict[str, float] = {}  # the method's logs at that step
         self._last_knn: float | None = None
+        self.progress = TrainProgress(self)  # plan, duration estimate, bar or plain lines
 
     # -- what the step owns, by its usual names ----------------------------------------------------
     @property
@@ -284,12 +273,12 @@ class Trainer:
                     epoch, start_in_epoch = divmod(self.step, self.steps_per_epoch)
                     self._train_epoch(epoch, start_in_epoch, interrupt)
             except KeyboardInterrupt:
-                tqdm.write(f"stopped at once: {self.checkpoints.kept()}")
+                say(f"stopped at once: {self.checkpoints.kept()}")
                 raise
             if interrupt.requested and self.step < self.last_step:
                 if self.checkpoints.due_on_interrupt(self.step):
                     self.save()
-                tqdm.write(
+                say(
                     f"interrupted: checkpoint saved at step {self.step}; continue with "
                     f"`selfsup pretrain --resume {self.run_dir}`"
                 )
@@ -323,14 +312,7 @@ class Trainer:
         t = self.cfg.train
         self.method.train()
         steps_here = min(self.steps_per_epoch, self.last_step - epoch * self.steps_per_epoch)
-        bar = tqdm(
-            total=steps_here,
-            initial=start_in_epoch,
-            desc=f"epoch {epoch + 1}/{t.epochs}",
-            disable=None if t.progress else True,  # None: off when not a terminal
-            dynamic_ncols=True,
-            leave=False,
-        )
+        self.progress.start_epoch(epoch, start_in_epoch, steps_here)
         if start_in_epoch == 0:
             self._epoch_loss_sum.zero_()
             self._epoch_loss_steps = 0
@@ -343,25 +325,25 @@ class Trainer:
                 self._epoch_loss_steps += 1
             self.step += 1
             window_images += images.shape[0]
-            bar.update(1)
+            line_due = self.progress.after_step(self.step, images.shape[0])
             epoch_end = self.step % self.steps_per_epoch == 0
             logged = self.step % t.log_every == 0 or self.step == self.last_step
-            if logged or epoch_end:  # the only host syncs of a step (stop mode)
+            if logged or epoch_end:  # host syncs (stop mode): here and for a progress line
                 self.nonfinite.raise_if_nonfinite()
                 self._last_loss = float(result.loss)
                 self._last_logs = {k: float(v) for k, v in result.logs.items()}
             if logged:
                 img_per_s = window_images / max(time.perf_counter() - window_start, 1e-9)
                 self._log_step(epoch, result, img_per_s)
-                bar.set_postfix(
-                    loss=f"{self._last_loss:.4f}", lr=f"{result.lr:.3g}", img_s=f"{img_per_s:.0f}"
-                )
+                self.progress.postfix(self._last_loss, result.lr, img_per_s)
                 window_start, window_images = time.perf_counter(), 0
+            if line_due:  # a host sync, only when a progress line is printed
+                self.progress.report(self.step, epoch, float(result.loss), result.lr)
             if epoch_end or self.step >= self.last_step or interrupt.requested:
                 break
             if self.checkpoints.due(self.step):
                 self.save()
-        bar.close()
+        self.progress.end_epoch()
         self.nonfinite.raise_if_nonfinite()
         state = self._end_epoch(epoch) if self.step % self.steps_per_epoch == 0 else None
         if self.checkpoints.due(self.step):
@@ -399,15 +381,12 @@ class Trainer:
             record["skipped_steps"] = self.skipped_steps
         warnings = self.method.diagnose(self._last_logs)
         for warning in warnings:
-            tqdm.write(f"warning (epoch {epoch + 1}): {warning}")
+            say(f"warning (epoch {epoch + 1}): {warning}")
         if warnings:
             record["warnings"] = warnings
         if self.knn is not None and t.knn_every and (epoch + 1) % t.knn_every == 0:
-            self._last_knn = record["knn_top1"] = self.knn(self._evaluated_encoder())
-            tqdm.write(
-                f"epoch {epoch + 1}: online {self.cfg.eval.knn_k}-NN top-1 "
-                f"{100 * self._last_knn:.2f}%"
-            )
+            encoder = self._evaluated_encoder()
+            self._last_knn = record["knn_top1"] = self.knn(encoder, f", epoch {epoch + 1}")
         self.metrics.append(record)
         return self.checkpoints.offer_best(self.step, epoch + 1, record, self.checkpoint_state)
 

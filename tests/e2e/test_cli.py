@@ -3,6 +3,8 @@
 import hashlib
 import json
 import math
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +47,16 @@ def test_pretrain_writes_a_complete_run_directory(run_dir, capsys):
 
 def test_eval_knn_and_linear_print_a_table_with_baselines(run_dir, capsys):
     assert main(["eval", "all", str(run_dir)]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     for name in ("selfsup simclr", "random encoder", "raw pixels"):
         assert name in out
+        # every phase on stderr: what it does, then its result and time
+        assert f"{name}: 20-NN: 1437 bank / 360 queries ..." in err
+        assert f"{name}: linear probe lr 0.01 (1/3): 3 epochs on 1292 features ..." in err
+        assert re.search(rf"{name}: linear probe final fit at lr \S+: test top-1 [\d.]+% in", err)
+    assert "selfsup simclr: train features: extracting 1437 images ..." in err
+    assert "selfsup simclr: test features: 360 x 64 in" in err
+    assert "linear probe" not in out  # results on stdout, progress on stderr
     data = json.loads((run_dir / "eval.json").read_text())
     results = data["results"]
     assert len(results) == 6  # 3 candidates x (k-NN, linear)
@@ -116,6 +125,26 @@ def test_empty_folder_is_refused_with_the_fix(tmp_path, capsys):
     args = [*TINY, "data.dataset=folder", f"data.data_dir={empty}"]
     assert main(["pretrain", *args, "--run-dir", str(tmp_path / "r")]) == 2
     assert str(empty) in capsys.readouterr().err
+
+
+def test_warnings_are_one_clean_line_each(tmp_path, capsys, monkeypatch):
+    old = tmp_path / "old.yaml"  # a renamed key: the config loader warns
+    old.write_text("dino:\n  teacher_temperature_warmup: 0.3\ntrain:\n  epochs: 50\n")
+    assert main(["pretrain", "--config", str(old), "--print-config"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: dino.teacher_temperature_warmup=0.3 ")
+    assert "root.py" not in err[0] and "UserWarning" not in err[0]
+
+    def warns(args):
+        warnings.warn("disk almost full", UserWarning, stacklevel=1)
+        warnings.warn("disk almost full", UserWarning, stacklevel=1)  # repeated: shown once
+        return 0
+
+    monkeypatch.setattr("selfsup.cli.parser.cmd_demo", warns)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # Python alone would print the repeat
+        assert main(["demo"]) == 0
+    assert capsys.readouterr().err == "warning: disk almost full\n"
 
 
 def test_resume_of_a_missing_run_is_a_clear_error(tmp_path, capsys):

@@ -56,8 +56,8 @@ def test_resume_of_a_finished_run_says_so_and_changes_nothing(run_dir, capsys):
     before = _snapshot(run_dir)
     capsys.readouterr()
     assert main(["pretrain", "--resume", str(run_dir)]) == 0
-    out = capsys.readouterr().out
-    assert "is finished" in out and "nothing changed" in out and "done:" not in out
+    out, err = capsys.readouterr()
+    assert "is finished" in err and "nothing changed" in err and "done:" not in out
     assert _snapshot(run_dir) == before
 
 
@@ -83,7 +83,7 @@ def test_resume_names_the_override_that_changed_the_architecture(run_dir, capsys
         main(["pretrain", "--resume", str(run_dir), "train.epochs=2", "backbone.width=0.25"]) == 2
     )
     captured = capsys.readouterr()
-    assert "resume: backbone.width changed from 0.125 to 0.25" in captured.out
+    assert "resume: backbone.width changed from 0.125 to 0.25" in captured.err
     assert "backbone.width=0.25 (was 0.125)" in captured.err
     assert "resume without this override" in captured.err
     assert "Traceback" not in captured.err and "size mismatch" not in captured.err

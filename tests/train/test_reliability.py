@@ -379,7 +379,7 @@ def test_ctrl_c_saves_the_current_step_and_resumes_bitwise(tmp_path, capsys, sig
     with pytest.raises(KeyboardInterrupt):
         first.fit()
     assert signal.getsignal(signal.SIGINT) is handler  # restored
-    assert "checkpoint saved at step 7" in capsys.readouterr().out
+    assert "checkpoint saved at step 7" in capsys.readouterr().err
     assert load_checkpoint(first.checkpoint_path)["step"] == 7
     second = Trainer(small("train.checkpoint_every_steps=3"), tmp_path / "b")
     second.fit(resume=True)
@@ -395,7 +395,7 @@ def test_a_second_ctrl_c_stops_at_once_and_keeps_the_previous_checkpoint(
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
     assert load_checkpoint(trainer.checkpoint_path)["step"] == 6  # not the half-done step 8
-    assert "stopped at once: the last good checkpoint" in capsys.readouterr().out
+    assert "stopped at once: the last good checkpoint" in capsys.readouterr().err
 
 
 # -- position in the data ---------------------------------------------------------------------------

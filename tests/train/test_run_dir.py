@@ -103,7 +103,7 @@ def test_resuming_a_finished_run_changes_nothing(finished_run, capsys):
     assert _files(finished_run) == before  # not one byte or timestamp
     assert result.already_finished and result.ran_steps == 0
     assert result.wall_time_s == end["wall_time_s"] and result.steps == end["step"] == 10
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "is finished (step 10 of 10); nothing changed" in out
     assert f"--resume {finished_run} train.epochs=" in out
 
@@ -112,7 +112,7 @@ def test_a_finished_run_extended_by_an_override_trains_on_and_says_so(finished_r
     capsys.readouterr()
     result = Trainer(small("train.epochs=2"), finished_run).fit(resume=True)
     assert not result.already_finished and result.ran_steps == 10 and result.steps == 20
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert f"resumed {finished_run} from last.pt at step 10 (epoch 2, step 0 of 10" in out
     assert "training 10 more steps to step 20" in out
     ends = [x for x in _records(finished_run) if x["kind"] == "end"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from selfsup.config import Config, ConfigError, apply_method_defaults, apply_overrides
-from selfsup.progress import say
+from selfsup.progress import ProgressStyle, say
 
 
 def build_config(
@@ -29,17 +29,18 @@ def build_config(
     cfg = apply_overrides(Config(), overrides)
     given = [item.split("=", 1)[0].strip() for item in overrides]
     applied = apply_method_defaults(cfg, given)
+    try:
+        cfg.validate()
+    except ConfigError as err:
+        raise ConfigError(
+            f"{err} (working presets for {cfg.method}: {_presets(cfg.method)})"
+        ) from None
     if applied:
         say(
             f"method={cfg.method} without a config file: the paper's settings {', '.join(applied)}"
             f" (tuned presets: {_presets(cfg.method)})"
         )
-    try:
-        return cfg.validate()
-    except ConfigError as err:
-        raise ConfigError(
-            f"{err} (working presets for {cfg.method}: {_presets(cfg.method)})"
-        ) from None
+    return cfg
 
 
 def _presets(method: str) -> str:
@@ -157,7 +158,13 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     run = load_encoder(args.run_dir, args.device)
     result = embed_files(
-        run, args.images, args.batch_size, args.image_size, args.device, strict=args.strict
+        run,
+        args.images,
+        args.batch_size,
+        args.image_size,
+        args.device,
+        strict=args.strict,
+        progress=ProgressStyle.of(run.cfg.train),
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from selfsup.data import UnreadableImageWarning, load_dataset
 from selfsup.data.decode import UnreadableImageError, decode_image
 from selfsup.eval.features import extract_features
 from selfsup.eval.run_encoder import RunEncoder
+from selfsup.progress import ProgressStyle, phase
 
 __all__ = ["Embedding", "embed_files"]
 
@@ -39,9 +40,11 @@ def embed_files(
     image_size: int | None = None,
     device: str | torch.device = "cpu",
     strict: bool = False,
+    progress: ProgressStyle | None = None,
 ) -> Embedding:
     """Embed every readable image of ``images`` (a folder, searched recursively, or a text
-    file listing paths), decoded at ``image_size`` (default: the run's view size)."""
+    file listing paths), decoded at ``image_size`` (default: the run's view size);
+    ``progress`` reports the images embedded (quiet when None)."""
     kind = "filelist" if Path(images).is_file() else "folder"
     with warnings.catch_warnings():  # the files it drops are named in one warning below
         warnings.simplefilter("ignore", UnreadableImageWarning)
@@ -77,7 +80,11 @@ def embed_files(
 
     transform = build.eval_transform(run.cfg)
     try:
-        features, _ = extract_features(run.encoder, batches(), transform, device)
+        with phase("embed", f"{len(candidates)} image files", len(candidates), style=progress) as p:
+            features, _ = extract_features(
+                run.encoder, batches(), transform, device, progress=p.update
+            )
+            p.result = f"{features.shape[0]} x {features.shape[1]} features"
     except ValueError:
         if kept:
             raise

@@ -13,6 +13,14 @@ from selfsup.cli.run_commands import (
 )
 from selfsup.cli.tool_commands import _int_list, cmd_bench, cmd_viz
 from selfsup.config import METHODS, option_help
+from selfsup.eval.protocols import PROTOCOL_HELP
+
+
+def _protocol_help(name: str, text: str, width: int = 88) -> str:
+    """``  name: text`` wrapped to ``width`` columns, continuation lines indented."""
+    import textwrap
+
+    return textwrap.fill(f"{name}: {text}", width, initial_indent="  ", subsequent_indent="    ")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,14 +73,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "eval",
-        help="evaluate a run's encoder",
-        description="k-NN (k=20, T=0.07, cosine) and/or linear probe on frozen, "
-        "cached features, next to a random encoder and raw pixels.",
+        help="evaluate a run's encoder (k-NN, linear probes, fine-tuning, transfer)",
+        formatter_class=fmt,
+        description="Measure a run's encoder beside baselines with the same architecture, "
+        "protocol and labels\n(random encoder, raw pixels, and for finetune the same network "
+        "trained from scratch).\nEvery hyper-parameter is chosen on a validation part of the "
+        "labelled training data;\nthe test split is scored once. Results join RUN/eval.json. "
+        "Protocols:\n\n"
+        + "\n".join(_protocol_help(name, text) + "\n" for name, text in PROTOCOL_HELP.items())
+        + "  all: knn + linear.\n\nExamples:\n"
+        "  selfsup eval all runs/fm\n"
+        "  selfsup eval finetune runs/fm --labels 1%,10%      # semi-supervised, vs from scratch\n"
+        "  selfsup eval linear runs/fm --data digits          # transfer to another dataset",
     )
-    p.add_argument("protocol", choices=["knn", "linear", "all"])
+    p.add_argument("protocol", choices=[*PROTOCOL_HELP, "all"])
     p.add_argument("run_dir", help="a run directory written by `selfsup pretrain`")
     p.add_argument("overrides", nargs="*", help="eval.* / data.* overrides, e.g. eval.knn_k=10")
-    p.add_argument("--no-baselines", action="store_true", help="skip random-encoder/raw pixels")
+    p.add_argument(
+        "--labels",
+        default="100%",
+        help="label fractions of the training split, comma-separated (e.g. 1%%,10%%,100%%): "
+        "stratified, seeded by eval.label_seed, saved in RUN/labels/ and the same for every "
+        "encoder; or a subset .json file written before (default 100%%)",
+    )
+    p.add_argument(
+        "--data",
+        help="transfer: evaluate on this labelled dataset instead (digits, mnist, fashion_mnist, "
+        "cifar10, cifar100, folder); channels and size are adapted to the encoder",
+    )
+    p.add_argument("--data-dir", help="where --data lives (a folder with class sub-folders)")
+    p.add_argument("--no-baselines", action="store_true", help="only the run's encoder")
+    p.add_argument(
+        "--no-cache", action="store_true", help="do not read or write RUN/cache/ feature files"
+    )
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_eval)
 

@@ -135,11 +135,24 @@ def _evaluate(
     baselines: bool,
     overrides: Sequence[str],
     device: str = "cpu",
+    labels: Sequence[str] = ("100%",),
+    data: str | None = None,
+    data_dir: str | None = None,
+    cache: bool = True,
 ) -> int:
     from selfsup.eval import run as eval_run
 
     rows = eval_run.evaluate_run(
-        run_dir, protocols, baselines=baselines, device=device, overrides=overrides, progress=True
+        run_dir,
+        protocols,
+        baselines=baselines,
+        device=device,
+        overrides=overrides,
+        progress=True,
+        labels=labels,
+        data=data,
+        data_dir=data_dir,
+        cache=cache,
     )
     print(eval_run.format_table(rows))
     return 0
@@ -147,7 +160,18 @@ def _evaluate(
 
 def cmd_eval(args: argparse.Namespace) -> int:
     protocols = ("knn", "linear") if args.protocol == "all" else (args.protocol,)
-    return _evaluate(args.run_dir, protocols, not args.no_baselines, args.overrides, args.device)
+    labels = [item.strip() for item in args.labels.split(",") if item.strip()]
+    return _evaluate(
+        args.run_dir,
+        protocols,
+        not args.no_baselines,
+        args.overrides,
+        args.device,
+        labels,
+        args.data,
+        args.data_dir,
+        not args.no_cache,
+    )
 
 
 def cmd_embed(args: argparse.Namespace) -> int:

@@ -367,6 +367,42 @@ class EvalConfig(Section):
         0.1, gt=0, lt=1, description="fraction of train held out to choose hyper-parameters"
     )
     batch_size: Int = Field(512, ge=1, description="batch size of feature extraction")
+    label_seed: Int = Field(
+        0,
+        ge=0,
+        description="seed of the stratified label subsets (1%, 10%): the same for every encoder "
+        "compared; written to RUN/labels/",
+    )
+    probe_epochs: Int | None = Field(
+        None, ge=1, description="epochs of linear_aug (augmented frozen-encoder probe); null = 90"
+    )
+    probe_lrs: list[Annotated[Float, Field(gt=0)]] | None = Field(
+        None,
+        description="base lrs (x batch/256) tried by linear_aug on validation; null = [0.1, 1.0]",
+    )
+    finetune_epochs: Int | None = Field(
+        None,
+        ge=1,
+        description="fine-tuning epochs; null = the recipe's: ResNet 60 (1% labels) / 30 (more), "
+        "ViT 100",
+    )
+    finetune_lrs: list[Annotated[Float, Field(gt=0)]] | None = Field(
+        None,
+        description="base lrs (x batch/256) of the head tried on validation; null = ResNet "
+        "[0.05, 0.2], ViT [5e-4, 1e-3]",
+    )
+    finetune_batch_size: Int = Field(256, ge=2, description="batch size of linear_aug / finetune")
+    finetune_encoder_lr_scale: Float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="ResNet fine-tuning: encoder lr / head lr (SimCLR's paper: 1.0; lower keeps "
+        "small label subsets from erasing pre-training)",
+    )
+    finetune_layer_decay: Float = Field(
+        0.75, gt=0, le=1, description="ViT fine-tuning: layer-wise lr decay (MAE: 0.75 ViT-B)"
+    )
+
     network: Literal["auto", "online", "target"] = Field(
         "auto",
         description="which network downstream evaluation and export use for EMA methods: auto = "

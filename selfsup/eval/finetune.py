@@ -87,14 +87,15 @@ def recipe_for(
     kind: Literal["resnet", "vit"] = "vit" if backbone_name.startswith("vit") else "resnet"
     if frozen:
         recipe = FinetuneRecipe(
-            kind, frozen=True, base_lrs=(0.1,), epochs=90, head_batch_norm=head_batch_norm
+            kind, frozen=True, base_lrs=(0.1, 1.0), epochs=90, head_batch_norm=head_batch_norm
         )
     elif kind == "resnet":
-        recipe = FinetuneRecipe(kind, base_lrs=(0.05,), epochs=60 if fraction <= 0.01 else 30)
+        epochs = 60 if fraction <= 0.01 else 30
+        recipe = FinetuneRecipe(kind, base_lrs=(0.05, 0.2), epochs=epochs)
     else:
         recipe = FinetuneRecipe(
             kind,
-            base_lrs=(1e-3,),
+            base_lrs=(5e-4, 1e-3),
             epochs=100,
             optimizer="adamw",
             weight_decay=0.05,

@@ -1,13 +1,19 @@
-"""Evaluate a run directory: rebuild its encoder, cache features, k-NN and linear probe, baselines.
+"""Evaluate a run directory: its encoder under each protocol (:mod:`selfsup.eval.protocols`) on
+the full labelled training split or stratified subsets of it (1%, 10%), beside baselines.
 
-Baselines put a number in context: the *same* encoder randomly initialised (what pre-training
-added) and raw pixels (what any encoder must beat to be worth having).
+Baselines put every number in context, with the same architecture, protocol and label subset:
+the *same* encoder randomly initialised (what pre-training added), raw pixels (k-NN / linear:
+what any encoder must beat) and, for fine-tuning, the same network trained from scratch on the
+same labels (what the labels alone give). Features of frozen encoders are cached on disk
+(:mod:`selfsup.eval.cache`); results join eval.json (:mod:`selfsup.eval.results`). Transfer:
+``data`` names another labelled dataset; its images are converted to the encoder's channels and
+resized to its input size.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,22 +21,30 @@ import torch
 from torch import Tensor, nn
 
 from selfsup import build
-from selfsup.config import Config, apply_overrides
+from selfsup.config import Config, apply_overrides, set_key
 from selfsup.data import ImageDataset, iterate_batches
+from selfsup.eval.cache import FeatureCache
 from selfsup.eval.features import extract_features
 from selfsup.eval.from_checkpoint import checkpoint_encoder
-from selfsup.eval.knn import knn_accuracy
-from selfsup.eval.linear import linear_probe
+from selfsup.eval.protocols import (
+    FEATURE_PROTOCOLS,
+    IMAGE_PROTOCOLS,
+    PROTOCOLS,
+    feature_protocol,
+    image_protocol,
+    linear_batch_norm,
+)
 from selfsup.eval.results import record_results
 from selfsup.eval.run_encoder import RunEncoder, encoder_sha256, load_encoder, load_run_config
-from selfsup.methods.registry import get_method
-from selfsup.progress import ProgressStyle, phase
+from selfsup.eval.subsets import LabelSubset, parse_fraction, subset_for
+from selfsup.progress import ProgressStyle, phase, say
 
 __all__ = [  # load_encoder & co. live in run_encoder; imported from here by earlier code
     "EvalRow",
     "RunEncoder",
     "evaluate_run",
     "format_table",
+    "linear_batch_norm",
     "load_encoder",
     "load_run_config",
     "random_encoder",
@@ -69,9 +83,24 @@ def split_features(
     cfg: Config,
     device: torch.device | str,
     progress: ProgressStyle | None = None,
+    cache: FeatureCache | None = None,
+    encoder_sha: str | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """:func:`features_of` as a phase named after the candidate and split (quiet when None)."""
+    """:func:`features_of` as a phase named after the candidate and split (quiet when None),
+    read from ``cache`` when it holds this encoder's features of this split."""
     what = f"{name}: {split} features"
+    if cache is not None and cache.directory is not None:
+        transform = {"size": cfg.views.size, "mean": cfg.views.mean, "std": cfg.views.std}
+        key = FeatureCache.key(encoder_sha or encoder_sha256(encoder), dataset, split, transform)
+        hits = cache.hits
+
+        def compute() -> tuple[Tensor, Tensor]:
+            return split_features(name, split, encoder, dataset, cfg, device, progress)
+
+        feats = cache.get(key, compute)
+        if cache.hits > hits and progress is not None:
+            say(f"{what}: {feats[0].shape[0]} x {feats[0].shape[1]} from the feature cache")
+        return feats
     with phase(what, f"extracting {len(dataset)} images", len(dataset), "images", progress) as p:
         feats = features_of(encoder, dataset, cfg, device, p.update)
         p.result = f"{feats[0].shape[0]} x {feats[0].shape[1]}"
@@ -90,19 +119,26 @@ def pixel_features(dataset: ImageDataset, cfg: Config) -> tuple[Tensor, Tensor]:
 
 @dataclass
 class EvalRow:
+    """One candidate's results: ``results[(protocol, labels)]`` = top-1 (labels "100%", "1%"),
+    with what eval.json records of each in ``details``."""
+
     name: str
-    knn: float | None = None
-    linear: float | None = None
-    linear_lr: float | None = None
     network: str | None = None  # the run's row: "online" or "target" (the EMA copy)
-    settings: dict[str, dict[str, Any]] | None = None  # per protocol: k, T / lr, epochs, ...
+    results: dict[tuple[str, str], float] = field(default_factory=dict)
+    details: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
+    @property
+    def knn(self) -> float | None:
+        return self.results.get(("knn", "100%"))
 
-def linear_batch_norm(cfg: Config) -> bool:
-    """BatchNorm without affine before the linear layer where the method's protocol has it
-    (MAE, REFERENCE.md), unless ``eval.linear_batch_norm`` says otherwise."""
-    flag = cfg.eval.linear_batch_norm
-    return get_method(cfg.method).cls.linear_probe_batch_norm if flag is None else flag
+    @property
+    def linear(self) -> float | None:
+        return self.results.get(("linear", "100%"))
+
+    @property
+    def linear_lr(self) -> float | None:
+        detail = self.details.get(("linear", "100%"))
+        return None if detail is None else detail["settings"]["lr"]
 
 
 def run_network_encoder(
@@ -119,109 +155,158 @@ def run_network_encoder(
     return encoder.to(device), network
 
 
-def evaluate_features(
-    name: str,
-    train: tuple[Tensor, Tensor],
-    test: tuple[Tensor, Tensor],
-    cfg: Config,
-    protocols: tuple[str, ...],
-    num_classes: int,
-    device: torch.device | str = "cpu",
-    progress: ProgressStyle | None = None,
-) -> EvalRow:
-    """k-NN and/or linear probe of one candidate's features; ``progress`` reports each phase."""
-    row = EvalRow(name, settings={})
-    e = cfg.eval
-    assert row.settings is not None
-    if "knn" in protocols:
-        row.settings["knn"] = {"k": e.knn_k, "temperature": e.knn_temperature}
-        doing = f"{len(train[0])} bank / {len(test[0])} queries"
-        with phase(f"{name}: {e.knn_k}-NN", doing, style=progress) as step:
-            row.knn = knn_accuracy(
-                train[0],
-                train[1],
-                test[0],
-                test[1],
-                num_classes,
-                k=e.knn_k,
-                temperature=e.knn_temperature,
-            )
-            step.result = f"top-1 {100 * row.knn:.2f}%"
-    if "linear" in protocols:
-        result = linear_probe(
-            train[0],
-            train[1],
-            test[0],
-            test[1],
-            num_classes,
-            epochs=e.linear_epochs,
-            lrs=tuple(e.linear_lrs),
-            val_fraction=e.val_fraction,
-            batch_norm=linear_batch_norm(cfg),
-            seed=cfg.train.seed,
-            device=device,
-            progress=progress,
-            desc=f"{name}: linear probe",
-        )
-        row.linear, row.linear_lr = result.test_accuracy, result.lr
-        row.settings["linear"] = {
-            "lr": result.lr,
-            "lrs": list(e.linear_lrs),
-            "epochs": e.linear_epochs,
-            "batch_norm": linear_batch_norm(cfg),
-            "val_fraction": e.val_fraction,
-        }
-    return row
-
-
 def evaluate_run(
     run_dir: str | Path,
-    protocols: tuple[str, ...] = ("knn", "linear"),
+    protocols: Sequence[str] = ("knn", "linear"),
     baselines: bool = True,
     device: str | torch.device = "cpu",
     eval_sets: tuple[ImageDataset, ImageDataset] | None = None,
     overrides: Sequence[str] = (),
     progress: bool = False,
+    labels: Sequence[str] = ("100%",),
+    data: str | None = None,
+    data_dir: str | None = None,
+    cache: bool = True,
 ) -> list[EvalRow]:
-    """Evaluate a run's encoder (and baselines) on its labelled eval splits; the results join
-    the run's eval.json (:mod:`selfsup.eval.results`) under the encoder's hash.
+    """Evaluate a run's encoder (and baselines) under ``protocols`` with each label fraction of
+    ``labels`` (or a subset file written before); the results join the run's eval.json under
+    the encoder's hash.
 
-    ``overrides`` (``eval.*``/``data.*`` keys) change the protocol, not the encoder. A run that
-    is still training or was interrupted is evaluated with its last checkpoint's encoder.
-    ``progress`` prints each phase (features, k-NN, linear probe) on stderr as the run's
-    ``train.progress*`` settings ask (the CLI sets it); quiet by default.
+    ``overrides`` (``eval.*``/``data.*`` keys) change the protocol, not the encoder; ``data`` /
+    ``data_dir`` evaluate on another labelled dataset (transfer). A run that is still training
+    or was interrupted is evaluated with its last checkpoint's encoder. ``progress`` prints each
+    phase on stderr (the CLI sets it); quiet by default. ``cache`` keeps frozen features in
+    RUN/cache/ so that a second evaluation is instant.
     """
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        raise ValueError(f"unknown protocol {unknown[0]!r}; choose from {', '.join(PROTOCOLS)}")
+    run_dir = Path(run_dir)
     run = load_encoder(run_dir, device)
     cfg = apply_overrides(run.cfg, overrides).validate()
-    sets = eval_sets or build.eval_datasets(cfg)
-    if sets is None:
-        raise ValueError(
-            f"no labelled evaluation data for {cfg.data.dataset!r}; set data.eval_dataset "
-            "(e.g. fashion_mnist) or an image folder with class sub-folders"
-        )
-    train_set, test_set = sets
+    if data is not None:
+        set_key(cfg, "data.eval_dataset", data)  # validated: the name must be a known dataset
+        set_key(cfg, "data.eval_data_dir", data_dir)
+    train_set, test_set = eval_sets or labelled_sets(cfg, run.in_channels)
     num_classes = int(train_set.num_classes or 0)
     if num_classes < 2:
         raise ValueError("evaluation needs at least 2 classes in the labelled data")
-    rows = []
-    encoder, network = run_network_encoder(run, cfg, run_dir, device)
-    candidates: list[tuple[str, nn.Module | None]] = [(f"selfsup {cfg.method}", encoder)]
-    if baselines:
-        candidates.append(("random encoder", random_encoder(cfg, run.in_channels, device)))
-        candidates.append(("raw pixels", None))
+    subsets = [
+        label_subset(item, train_set, num_classes, cfg, run_dir) for item in labels
+    ]  # drawn (and checked) before any training: bad input fails before anything is written
     style = ProgressStyle.of(cfg.train) if progress else None
-    for name, model in candidates:
-        if model is None:
-            train, test = pixel_features(train_set, cfg), pixel_features(test_set, cfg)
-        else:
-            train = split_features(name, "train", model, train_set, cfg, device, style)
-            test = split_features(name, "test", model, test_set, cfg, device, style)
-        row = evaluate_features(name, train, test, cfg, protocols, num_classes, device, style)
-        rows.append(row)
-    rows[0].network = network
+    features_cache = FeatureCache(run_dir / "cache" / "features" if cache else None)
+    encoder, network = run_network_encoder(run, cfg, run_dir, device)
     sha = run.sha256 if encoder is run.encoder else encoder_sha256(encoder)
-    record_results(run_dir, result_entries(rows, protocols, cfg, run), sha)
+    ours = EvalRow(f"selfsup {cfg.method}", network)
+    random_row, pixels_row = EvalRow("random encoder"), EvalRow("raw pixels")
+    scratch_row = EvalRow("supervised from scratch")
+    rows = [ours, *([random_row, pixels_row, scratch_row] if baselines else [])]
+    feature_protocols = [p for p in protocols if p in FEATURE_PROTOCOLS]
+    image_protocols = [p for p in protocols if p in IMAGE_PROTOCOLS]
+    random_net = random_encoder(cfg, run.in_channels, device) if baselines else None
+
+    def candidates() -> list[tuple[EvalRow, nn.Module | None, str | None]]:
+        out: list[tuple[EvalRow, nn.Module | None, str | None]] = [(ours, encoder, sha)]
+        if random_net is not None:
+            out += [(random_row, random_net, None), (pixels_row, None, None)]
+        return out
+
+    if feature_protocols:
+        for row, model, model_sha in candidates():
+            if model is None:
+                train, test = pixel_features(train_set, cfg), pixel_features(test_set, cfg)
+            else:
+                args = (cfg, device, style, features_cache, model_sha)
+                train = split_features(row.name, "train", model, train_set, *args)
+                test = split_features(row.name, "test", model, test_set, *args)
+            for protocol in feature_protocols:
+                for subset in subsets:
+                    top1, detail = feature_protocol(
+                        protocol, row.name, train, test, subset, cfg, num_classes, device, style
+                    )
+                    row.results[(protocol, subset.name)] = top1
+                    row.details[(protocol, subset.name)] = {**detail, "subset": subset}
+    for protocol in image_protocols:
+        image_candidates: list[tuple[EvalRow, nn.Module, bool]] = [(ours, encoder, False)]
+        if random_net is not None:
+            if protocol == "finetune":
+                image_candidates.append((scratch_row, random_net, True))
+            else:
+                image_candidates.append((random_row, random_net, False))
+        for row, model, supervised in image_candidates:
+            for subset in subsets:
+                top1, detail = image_protocol(
+                    protocol,
+                    row.name,
+                    model,
+                    supervised,
+                    train_set,
+                    test_set,
+                    subset,
+                    cfg,
+                    num_classes,
+                    device,
+                    style,
+                )
+                row.results[(protocol, subset.name)] = top1
+                row.details[(protocol, subset.name)] = {**detail, "subset": subset}
+    rows = [r for r in rows if r.results]
+    record_results(run_dir, result_entries(rows, cfg, run), sha)
     return rows
+
+
+def labelled_sets(cfg: Config, in_channels: int) -> tuple[ImageDataset, ImageDataset]:
+    """The labelled (train, test) splits of ``data.eval_dataset`` (default: the training data),
+    converted to the encoder's channels; a clear error when there are none."""
+    from selfsup.data import load_dataset
+
+    d = cfg.data
+    name = d.eval_dataset or d.dataset
+    same = name.replace("-", "_") == d.dataset
+    root = d.eval_data_dir or (d.data_dir if same else None)
+    try:
+        splits = [
+            load_dataset(
+                name,
+                split,
+                root=root,
+                image_size=d.image_size if same else None,
+                channels=in_channels,
+                download=d.download,
+            )
+            for split in ("train", "test")
+        ]
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"no labelled evaluation data: {err}") from None
+    if not all(s.has_labels for s in splits):
+        raise ValueError(
+            f"{name} has no labels to evaluate with; pass labelled data (--data fashion_mnist, "
+            "or an image folder with one sub-folder per class and train/test splits)"
+        )
+    return splits[0], splits[1]
+
+
+def label_subset(
+    item: str, train_set: ImageDataset, num_classes: int, cfg: Config, run_dir: Path
+) -> LabelSubset:
+    """``"1%"`` (drawn, or read back from RUN/labels/) or the path of a subset file."""
+    from selfsup.eval.subsets import load_subset
+
+    labels = getattr(train_set, "labels", None)
+    if not isinstance(labels, Tensor):
+        labels = train_set.get_batch(torch.arange(len(train_set)))[1]
+    if Path(item).suffix == ".json":
+        return load_subset(item, labels)
+    fraction = parse_fraction(item)
+    return subset_for(
+        labels,
+        num_classes,
+        fraction,
+        cfg.eval.label_seed,
+        eval_dataset_name(cfg),
+        run_dir / "labels" if fraction < 1 else None,
+    )
 
 
 def eval_dataset_name(cfg: Config) -> str:
@@ -233,22 +318,26 @@ def eval_dataset_name(cfg: Config) -> str:
     return name
 
 
-def result_entries(
-    rows: list[EvalRow], protocols: tuple[str, ...], cfg: Config, run: RunEncoder
-) -> list[dict[str, Any]]:
-    """The eval.json entries of ``rows``: one per candidate and protocol."""
+def result_entries(rows: list[EvalRow], cfg: Config, run: RunEncoder) -> list[dict[str, Any]]:
+    """The eval.json entries of ``rows``: one per candidate, protocol and label subset."""
     entries = []
     for row in rows:
-        for protocol in protocols:
-            top1 = row.knn if protocol == "knn" else row.linear
+        for (protocol, labels), top1 in row.results.items():
+            detail = row.details[(protocol, labels)]
+            subset: LabelSubset = detail["subset"]
             entries.append(
                 {
                     "candidate": row.name,
                     "protocol": protocol,
+                    "labels": labels,
                     "dataset": eval_dataset_name(cfg),
                     "network": row.network,
                     "top1": top1,
-                    "settings": (row.settings or {}).get(protocol, {}),
+                    "settings": detail["settings"],
+                    "selection": detail["selection"],
+                    "train_images": len(subset.indices),
+                    "label_subset": str(subset.path) if subset.path else None,
+                    "test_split": "test (scored once, after selection)",
                     "step": run.step,
                     "source": run.source,
                 }
@@ -257,10 +346,18 @@ def result_entries(
 
 
 def format_table(rows: list[EvalRow]) -> str:
-    head = f"{'':24s} {'k-NN top-1':>12s} {'linear top-1':>13s}"
+    """Candidates x (protocol, labels) top-1 table."""
+    columns: list[tuple[str, str]] = []
+    for row in rows:
+        columns += [key for key in row.results if key not in columns]
+    names = [f"{p} {lab}" if lab != "100%" else p for p, lab in columns]
+    width = max(12, *(len(n) + 1 for n in names)) if names else 12
+    head = f"{'':26s}" + "".join(f"{n:>{width}s}" for n in names)
     lines = [head, "-" * len(head)]
     for r in rows:
-        knn = f"{100 * r.knn:11.2f}%" if r.knn is not None else f"{'-':>12s}"
-        lin = f"{100 * r.linear:12.2f}%" if r.linear is not None else f"{'-':>13s}"
-        lines.append(f"{r.name:24s} {knn} {lin}")
+        cells = [
+            f"{100 * r.results[key]:{width - 1}.2f}%" if key in r.results else f"{'-':>{width}s}"
+            for key in columns
+        ]
+        lines.append(f"{r.name:26s}" + "".join(cells))
     return "\n".join(lines)

@@ -51,12 +51,12 @@ def test_eval_knn_and_linear_print_a_table_with_baselines(run_dir, capsys):
     for name in ("selfsup simclr", "random encoder", "raw pixels"):
         assert name in out
         # every phase on stderr: what it does, then its result and time
-        assert f"{name}: 20-NN: 1437 bank / 360 queries ..." in err
-        assert f"{name}: linear probe lr 0.01 (1/3): 3 epochs on 1292 features ..." in err
-        assert re.search(rf"{name}: linear probe final fit at lr \S+: test top-1 [\d.]+% in", err)
+        assert f"{name}: knn (100% labels): 1437 bank / 360 queries ..." in err
+        assert f"{name}: linear (100% labels) lr 0.01 (1/3): 3 epochs on 1292 features ..." in err
+        assert re.search(rf"{name}: linear \(100% labels\) final fit at lr \S+: test top-1", err)
     assert "selfsup simclr: train features: extracting 1437 images ..." in err
     assert "selfsup simclr: test features: 360 x 64 in" in err
-    assert "linear probe" not in out  # results on stdout, progress on stderr
+    assert "final fit" not in out  # results on stdout, progress on stderr
     data = json.loads((run_dir / "eval.json").read_text())
     results = data["results"]
     assert len(results) == 6  # 3 candidates x (k-NN, linear)

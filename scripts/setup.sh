@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up selfsup on a fresh machine (idempotent): a virtual environment in .venv with the tested
-# packages and selfsup itself (editable), and Fashion-MNIST from Debian when apt and root exist.
+# packages and selfsup itself (editable), and Fashion-MNIST and Chromium (the report's browser
+# test) from Debian when apt and root exist.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,17 @@ if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   else
     echo "note: Fashion-MNIST not found; install it with 'apt-get install dataset-fashion-mnist'"
     echo "      or point SELFSUP_DATA / --data-dir at the IDX files"
+  fi
+fi
+# Chromium runs the report's browser test (tests/report/test_browser.py, skipped without it);
+# about 25 s with apt-get update on the development machine.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 \
+  && ! command -v google-chrome >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Chromium (Debian package chromium) for the report's browser test"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "note: no Chromium; the report's browser test is skipped ('apt-get install chromium')"
   fi
 fi
 echo "selfsup is set up in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -11,7 +11,7 @@ from selfsup.cli.run_commands import (
     cmd_export,
     cmd_pretrain,
 )
-from selfsup.cli.tool_commands import _int_list, cmd_bench, cmd_viz
+from selfsup.cli.tool_commands import _int_list, cmd_bench, cmd_report, cmd_viz
 from selfsup.config import METHODS, option_help
 from selfsup.eval.protocols import PROTOCOL_HELP
 
@@ -220,6 +220,38 @@ def build_parser() -> argparse.ArgumentParser:
         "instead of the exported student encoder",
     )
     p.set_defaults(func=cmd_viz)
+
+    p = sub.add_parser(
+        "report",
+        help="one HTML page: summary, curves, eval table, embedding map, pictures",
+        formatter_class=fmt,
+        description="Write report.html and its PNG figures (no network needed to open it):\n"
+        "the run summary, every curve of metrics.jsonl, the eval.json table, a t-SNE (UMAP when\n"
+        "installed) map of test embeddings by class, MAE reconstructions and ViT attention.\n"
+        "Several runs are compared on one page (curves overlaid, one table). E.g.\n"
+        "  selfsup report runs/fm                        # runs/fm/report/report.html\n"
+        "  selfsup report runs/simclr runs/byol --out reports/compare",
+    )
+    p.add_argument("run_dirs", nargs="+", metavar="RUN", help="run directories")
+    p.add_argument(
+        "--out",
+        help="output folder (default RUN/report/ for one run; required for several runs)",
+    )
+    p.add_argument(
+        "--embedding-points",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="test images in the embedding map, a seeded subset (default 2000; 0 = no map)",
+    )
+    p.add_argument("--device", default="cpu", help="device of the feature extraction")
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also convert metrics.jsonl to TensorBoard event files in RUN/tensorboard/ "
+        "(needs pip install tensorboard)",
+    )
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(
         "export",

@@ -1,4 +1,4 @@
-"""The commands that measure and draw: bench and viz."""
+"""The commands that measure and draw: bench, viz and report."""
 
 from __future__ import annotations
 
@@ -134,4 +134,19 @@ def cmd_viz(args: argparse.Namespace) -> int:
         assert cfg.views.mean is not None and cfg.views.std is not None
         save_attention_maps(vit, images, out, cfg.views.mean, cfg.views.std, args.num_images)
         print(f"wrote {out}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """report.html of one run, or of several side by side; prints the page's path."""
+    from selfsup.report import build_report
+
+    page = build_report(
+        args.run_dirs,
+        args.out,
+        embedding_points=args.embedding_points,
+        device=args.device,
+        tensorboard=args.tensorboard,
+    )
+    print(f"wrote {page}")
     return 0

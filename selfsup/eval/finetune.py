@@ -335,6 +335,12 @@ def finetune(
     labels = train_set.get_batch(subset)[1]
     fit_pos, val_pos = stratified_split(labels, num_classes, recipe.val_fraction, recipe.seed)
     fit, val = subset[fit_pos], subset[val_pos]
+    if len(recipe.base_lrs) > 1 and len(val) == 0:
+        raise ValueError(
+            f"the {len(subset)} labelled images leave no validation image to choose the lr on "
+            f"(val_fraction={recipe.val_fraction}); use more labels (--labels) or one lr "
+            "(eval.finetune_lrs=[x] / eval.probe_lrs=[x])"
+        )
     scale = recipe.batch_size / 256
     history = []
     for base_lr in recipe.base_lrs:

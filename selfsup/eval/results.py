@@ -1,6 +1,6 @@
 """``eval.json``: every evaluation result of a run, accumulated, each naming its encoder.
 
-One entry per (candidate, protocol, dataset, network): evaluating k-NN after a full evaluation
+One entry per (candidate, protocol, labels, dataset, network): evaluating k-NN after a full evaluation
 replaces the k-NN entries and keeps the linear ones. Every entry carries the SHA-256 of the
 encoder it measured (:func:`~selfsup.eval.run_encoder.encoder_sha256`), the step and the
 source of its weights. When the run's encoder changes (a run extended with ``--resume``), the
@@ -34,7 +34,7 @@ __all__ = ["EVAL_FILE", "EVAL_FORMAT", "read_results", "record_results"]
 
 EVAL_FILE = "eval.json"
 EVAL_FORMAT = "selfsup-eval/2"
-KEY_FIELDS = ("candidate", "protocol", "dataset", "network")
+KEY_FIELDS = ("candidate", "protocol", "labels", "dataset", "network")
 
 
 def _key(entry: dict[str, Any]) -> tuple[Any, ...]:

@@ -24,6 +24,7 @@ from selfsup import build
 from selfsup.config import Config, apply_overrides, set_key
 from selfsup.data import ImageDataset, iterate_batches
 from selfsup.eval.cache import FeatureCache
+from selfsup.eval.collapse import diagnose
 from selfsup.eval.features import extract_features
 from selfsup.eval.from_checkpoint import checkpoint_encoder
 from selfsup.eval.protocols import (
@@ -126,6 +127,8 @@ class EvalRow:
     network: str | None = None  # the run's row: "online" or "target" (the EMA copy)
     results: dict[tuple[str, str], float] = field(default_factory=dict)
     details: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # collapse metrics of its test features (selfsup.eval.collapse), for encoders
+    representation: dict[str, float] | None = None
 
     @property
     def knn(self) -> float | None:
@@ -220,6 +223,10 @@ def evaluate_run(
                 args = (cfg, device, style, features_cache, model_sha)
                 train = split_features(row.name, "train", model, train_set, *args)
                 test = split_features(row.name, "test", model, test_set, *args)
+                row.representation = representation(model, test, test_set, cfg, device)
+                if row is ours:
+                    for warning in diagnose(row.representation):
+                        say(f"warning: {row.name}: {warning}")
             for protocol in feature_protocols:
                 for subset in subsets:
                     top1, detail = feature_protocol(
@@ -254,6 +261,41 @@ def evaluate_run(
     rows = [r for r in rows if r.results]
     record_results(run_dir, result_entries(rows, cfg, run), sha)
     return rows
+
+
+REPRESENTATION_IMAGES = 512  # test images whose two augmented views give the alignment
+
+
+@torch.no_grad()
+def representation(
+    encoder: nn.Module,
+    test: tuple[Tensor, Tensor],
+    test_set: ImageDataset,
+    cfg: Config,
+    device: torch.device | str,
+) -> dict[str, float]:
+    """Collapse metrics of an encoder: std, RankMe, uniformity of its test features, and the
+    alignment of two views (the method's first two view recipes, seeded) of the first
+    :data:`REPRESENTATION_IMAGES` test images."""
+    from selfsup.eval.collapse import collapse_metrics
+    from selfsup.views.transforms import MultiViewTransform
+
+    specs = build.method_view_specs(cfg)
+    specs = specs[:2] if len(specs) >= 2 else [specs[0], specs[0]]
+    assert cfg.views.mean is not None and cfg.views.std is not None
+    views = MultiViewTransform(specs, cfg.views.mean, cfg.views.std)
+    count = min(REPRESENTATION_IMAGES, len(test_set))
+    images, _ = test_set.get_batch(torch.arange(count))
+    generator = torch.Generator(device=device).manual_seed(cfg.train.seed)
+    modes = [(m, m.training) for m in encoder.modules()]
+    encoder.eval()
+    try:
+        first, second = views(images.to(device), generator)
+        pair = (encoder(first).flatten(1).cpu(), encoder(second).flatten(1).cpu())
+    finally:
+        for module, mode in modes:
+            module.training = mode
+    return collapse_metrics(test[0], views=pair)
 
 
 def labelled_sets(cfg: Config, in_channels: int) -> tuple[ImageDataset, ImageDataset]:
@@ -340,6 +382,7 @@ def result_entries(rows: list[EvalRow], cfg: Config, run: RunEncoder) -> list[di
                     "test_split": "test (scored once, after selection)",
                     "step": run.step,
                     "source": run.source,
+                    "representation": row.representation,
                 }
             )
     return entries
@@ -360,4 +403,16 @@ def format_table(rows: list[EvalRow]) -> str:
             for key in columns
         ]
         lines.append(f"{r.name:26s}" + "".join(cells))
+    shown = [r for r in rows if r.representation]
+    if shown:
+        lines += [
+            "",
+            f"{'':26s}{'std x sqrtD':>12s}{'RankMe':>10s}{'uniformity':>12s}{'alignment':>11s}",
+        ]
+        for r in shown:
+            m = r.representation or {}
+            lines.append(
+                f"{r.name:26s}{m['embedding_std']:12.3f}{m['rankme']:10.1f}"
+                f"{m['uniformity']:12.3f}{m.get('alignment', float('nan')):11.3f}"
+            )
     return "\n".join(lines)

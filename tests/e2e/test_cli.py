@@ -64,6 +64,12 @@ def test_eval_knn_and_linear_print_a_table_with_baselines(run_dir, capsys):
     digest = hashlib.sha256((run_dir / "encoder.safetensors").read_bytes()).hexdigest()
     assert data["encoder_sha256"] == digest and all(r["encoder_sha256"] == digest for r in results)
     linear = {r["candidate"]: r for r in results if r["protocol"] == "linear"}
+    for candidate in ("selfsup simclr", "random encoder"):  # collapse metrics of each encoder
+        rep = linear[candidate]["representation"]
+        assert rep["embedding_std"] > 0 and 1 <= rep["rankme"] <= 64
+        assert rep["uniformity"] <= 0 and 0 <= rep["alignment"] <= 4
+    assert linear["raw pixels"]["representation"] is None
+    assert "RankMe" in out
 
     # k-NN alone afterwards replaces the k-NN entries and keeps the linear ones
     assert main(["eval", "knn", str(run_dir), "eval.knn_k=5"]) == 0

@@ -339,6 +339,7 @@ NON_DEFAULT = {
     "train.knn_every": 0,
     "train.knn_train_samples": None,
     "train.knn_test_samples": 500,
+    "train.collapse_metrics": False,
     "train.online_linear": False,
     "train.online_linear_lr": 0.05,
     "train.checkpoint_every": 2,

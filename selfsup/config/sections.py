@@ -313,6 +313,13 @@ class TrainConfig(Section):
         description="test images queried by the online k-NN (a fixed random subset, the same "
         "every epoch); None = all",
     )
+    collapse_metrics: Bool = Field(
+        True,
+        description="with each online k-NN: feature_std, rankme, rankme_ratio, uniformity of the "
+        "k-NN's query features (no second extraction) and alignment of 2 views of 256 of them, "
+        "with collapse warnings; bounded: 6-9% of the k-NN's time measured on the demo "
+        "(docs/methods.md)",
+    )
     online_linear: Bool | None = Field(
         None,
         description="train a linear classifier on the detached backbone features of each batch "

@@ -4,7 +4,7 @@ By default it runs on fixed random subsets, 5000 bank and 2000 query images
 (``train.knn_train_samples``/``knn_test_samples``), so that it costs a small, stated share of
 training: about 3% of an epoch of the demo (docs/reliability.md, "Progress and silence").
 The features it extracts come back with the accuracy (:class:`KNNResult`), so the epoch's other
-measures (the online probe's top-1) reuse them instead of extracting again.
+measures (the online probe's top-1, collapse metrics) reuse them instead of extracting again.
 """
 
 from __future__ import annotations

@@ -323,8 +323,9 @@ class TrainConfig(Section):
     online_linear: Bool | None = Field(
         None,
         description="train a linear classifier on the detached backbone features of each batch "
-        "(its own SGD; never touches the encoder); logs online_linear_train_acc and, with the "
-        "online k-NN, linear_top1. null = on when the training data has labels",
+        "(its own SGD; never touches the encoder; under 0.2% of a demo step); logs "
+        "online_linear_train_acc and, with the online k-NN, linear_top1. A monitor, not the "
+        "reported linear probe. null = on when the training data has labels",
     )
     online_linear_lr: Float = Field(
         0.1,

@@ -313,6 +313,26 @@ class TrainConfig(Section):
         description="test images queried by the online k-NN (a fixed random subset, the same "
         "every epoch); None = all",
     )
+    collapse_metrics: Bool = Field(
+        True,
+        description="with each online k-NN: feature_std, rankme, rankme_ratio, uniformity of the "
+        "k-NN's query features (no second extraction) and alignment of 2 views of 256 of them, "
+        "with collapse warnings; bounded: 6-9% of the k-NN's time measured on the demo "
+        "(docs/methods.md)",
+    )
+    online_linear: Bool | None = Field(
+        None,
+        description="train a linear classifier on the detached backbone features of each batch "
+        "(its own SGD; never touches the encoder; under 0.2% of a demo step); logs "
+        "online_linear_train_acc and, with the online k-NN, linear_top1. A monitor, not the "
+        "reported linear probe. null = on when the training data has labels",
+    )
+    online_linear_lr: Float = Field(
+        0.1,
+        gt=0,
+        description="learning rate of the online linear probe at batch 256 (SGD, momentum 0.9, "
+        "no weight decay), scaled by train.batch_size/256",
+    )
     checkpoint_every: Int = Field(
         1, ge=1, description="epochs between checkpoints (one is always written at the end)"
     )

@@ -29,6 +29,10 @@ class StepOutput:
         default_factory=dict
     )  # detached scalars, synced only when logged
     embeddings: Tensor | None = None  # [B, D] detached, for collapse diagnostics
+    # [B, F] detached backbone features of the first view (the encoder output the method
+    # computes anyway; MAE: its visible patches pooled as the encoder pools), one row per image
+    # in the batch's order: what the trainer's online linear probe learns from.
+    features: Tensor | None = None
 
 
 @dataclass(frozen=True)

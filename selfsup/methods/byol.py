@@ -165,7 +165,8 @@ class BYOL(Method):
         x1, x2 = views  # [N, C, H, W] each
         # Each view is its own forward pass, as in the official code: BatchNorm statistics
         # are per view, in the online and in the target network.
-        z1 = self.projector(self.backbone(x1))  # [N, D]
+        h1 = self.backbone(x1)  # [N, feature_dim]
+        z1 = self.projector(h1)  # [N, D]
         z2 = self.projector(self.backbone(x2))  # [N, D]
         p1, p2 = self.predictor(z1), self.predictor(z2)  # [N, D]
         with torch.no_grad():  # stop-gradient: the target only provides regression targets
@@ -177,7 +178,7 @@ class BYOL(Method):
             "embedding_std": embedding_std(z),
             "target_momentum": self.target.momentum.detach().clone(),
         }
-        return StepOutput(loss, logs, z)
+        return StepOutput(loss, logs, z, features=h1.detach())
 
     def after_step(self, progress: Progress) -> None:
         r"""EMA of the online backbone and projector into the target: :math:`\xi \leftarrow

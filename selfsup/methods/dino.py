@@ -236,8 +236,9 @@ class DINO(Method):
             total_steps,
         )
 
-    def _student(self, views: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """Logits ``[V*B, K]`` and normalised bottleneck of the global crops ``[2B, d]``.
+    def _student(self, views: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """Logits ``[V*B, K]``, normalised bottleneck of the global crops ``[2B, d]`` and the
+        backbone features of the first global crop ``[B, F]``.
 
         One backbone pass per crop size (the globals together, the locals together), as the
         official multi-crop wrapper does: BatchNorm statistics are per resolution group.
@@ -248,12 +249,12 @@ class DINO(Method):
         bottleneck = self.head.bottleneck(torch.cat(features))  # [V*B, d]
         logits = self.head.last_layer(bottleneck)  # [V*B, K]
         batch = views[0].shape[0]
-        return logits, bottleneck[: self.num_global * batch]
+        return logits, bottleneck[: self.num_global * batch], features[0][:batch]
 
     def training_step(self, views: list[Tensor]) -> StepOutput:
         if len(views) != self.num_crops:
             raise ValueError(f"DINO was built for {self.num_crops} crops, got {len(views)}")
-        student, z = self._student(views)  # [V*B, K], [2B, d]
+        student, z, h1 = self._student(views)  # [V*B, K], [2B, d], [B, F]
         with torch.no_grad():  # the teacher sees the global crops only
             teacher = self.target(torch.cat(views[: self.num_global]))  # [2B, K]
         tau_t = self.teacher_temperature.clone()  # a device tensor: no host sync per step
@@ -272,7 +273,7 @@ class DINO(Method):
             "target_momentum": self.target.momentum.detach().clone(),
             "embedding_std": embedding_std(z.detach()),
         }
-        return StepOutput(loss, logs, z.detach())
+        return StepOutput(loss, logs, z.detach(), features=h1.detach())
 
     def before_optimizer_step(self, progress: Progress) -> None:
         """Drop the last layer's gradients during the first ``freeze_last_layer_epochs``."""

@@ -219,7 +219,10 @@ class MAE(Method):
         loss = self.forward_loss(imgs, pred, mask)
         # Collapse diagnostic on the mean-pooled visible tokens (what the encoder produced).
         pooled = latent[:, 1:].mean(dim=1).detach().float()  # [B, D]
-        return StepOutput(loss, {"embedding_std": embedding_std(pooled)}, pooled)
+        # The encoder's features of the visible patches, pooled as evaluation pools (cls/mean).
+        features = latent[:, 0].detach() if self.encoder.pool == "cls" else pooled
+        logs = {"embedding_std": embedding_std(pooled)}
+        return StepOutput(loss, logs, pooled, features=features)
 
     @torch.no_grad()
     def reconstruct(

@@ -193,7 +193,8 @@ class MoCo(Method):
     def training_step(self, views: list[Tensor]) -> StepOutput:
         check_views(views, "MoCo")
         x_q, x_k = views  # [N, C, H, W] each: query view, key view
-        q = self.projector(self.backbone(x_q))  # [N, D]
+        h = self.backbone(x_q)  # [N, feature_dim]
+        q = self.projector(h)  # [N, D]
         with torch.no_grad():  # no gradient to keys
             x_shuffled, unshuffle = shuffle_batch(x_k)  # shuffle-BN / split-BN on a random mix
             k = unshuffle_batch(self.target(x_shuffled), unshuffle)  # [N, D], rows of x_k
@@ -201,7 +202,8 @@ class MoCo(Method):
         loss = infonce_queue_loss(q, k, self.queue.keys, self.temperature)
         self._pending_keys = gather_no_grad(k)  # [W N, D], enqueued after the step
         q_detached = q.detach()
-        return StepOutput(loss, {"embedding_std": embedding_std(q_detached)}, q_detached)
+        logs = {"embedding_std": embedding_std(q_detached)}
+        return StepOutput(loss, logs, q_detached, features=h.detach())
 
     def after_step(self, progress: Progress) -> None:
         r"""Key encoder EMA :math:`\theta_k \leftarrow m\theta_k + (1 - m)\theta_q` (parameters

@@ -174,7 +174,8 @@ class MoCoV3(Method):
     def training_step(self, views: list[Tensor]) -> StepOutput:
         check_views(views, "MoCo v3")
         x1, x2 = views  # [N, C, H, W] each
-        q1 = self.predictor(self.projector(self.backbone(x1)))  # [N, D]
+        h1 = self.backbone(x1)  # [N, feature_dim]
+        q1 = self.predictor(self.projector(h1))  # [N, D]
         q2 = self.predictor(self.projector(self.backbone(x2)))  # [N, D]
         with torch.no_grad():  # keys: momentum encoder, no gradient
             k1 = self.target(x1)  # [N, D]
@@ -186,7 +187,7 @@ class MoCoV3(Method):
             "embedding_std": embedding_std(q),
             "target_momentum": self.target.momentum.detach().clone(),
         }
-        return StepOutput(loss, logs, q)
+        return StepOutput(loss, logs, q, features=h1.detach())
 
     def after_step(self, progress: Progress) -> None:
         r"""EMA of backbone and projector into the target with the cosine momentum

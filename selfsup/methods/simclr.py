@@ -99,4 +99,5 @@ class SimCLR(Method):
         if self.loss_scale == "sum":
             loss = loss * LOSS_SCALES["sum"]
         z_detached = z.detach()
-        return StepOutput(loss, {"embedding_std": embedding_std(z_detached)}, z_detached)
+        logs = {"embedding_std": embedding_std(z_detached)}
+        return StepOutput(loss, logs, z_detached, features=h[: x1.shape[0]].detach())

@@ -3,12 +3,16 @@
 By default it runs on fixed random subsets, 5000 bank and 2000 query images
 (``train.knn_train_samples``/``knn_test_samples``), so that it costs a small, stated share of
 training: about 3% of an epoch of the demo (docs/reliability.md, "Progress and silence").
+The features it extracts come back with the accuracy (:class:`KNNResult`), so the epoch's other
+measures (the online probe's top-1, collapse metrics) reuse them instead of extracting again.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from selfsup import build
 from selfsup.config import Config
@@ -16,8 +20,22 @@ from selfsup.data import ImageDataset, iterate_batches
 from selfsup.eval.features import extract_features
 from selfsup.eval.knn import knn_accuracy
 from selfsup.progress import ProgressStyle, phase
+from selfsup.train.online_probe import OnlineLinearProbe
 
-__all__ = ["OnlineKNN"]
+__all__ = ["KNNResult", "OnlineKNN"]
+
+
+@dataclass
+class KNNResult:
+    """One online k-NN: its top-1 and the features it extracted (float32, on the CPU)."""
+
+    accuracy: float  # k-NN top-1 in [0, 1]
+    bank: Tensor  # [Nb, D] features of the bank images (training split)
+    bank_labels: Tensor  # [Nb] int64
+    query: Tensor  # [Nq, D] features of the query images (test split)
+    query_labels: Tensor  # [Nq] int64
+    query_indices: Tensor  # [Nq] the query images' indices in the test split
+    linear: float | None = None  # the online linear probe's top-1 on the query features
 
 
 class OnlineKNN:
@@ -32,8 +50,11 @@ class OnlineKNN:
         self.eval_sets = eval_sets
         self.device = device
 
-    def __call__(self, encoder: nn.Module, label: str = "") -> float:
-        """Top-1 in [0, 1]; ``label`` follows the phase's name (e.g. ``", epoch 3"``)."""
+    def __call__(
+        self, encoder: nn.Module, label: str = "", probe: OnlineLinearProbe | None = None
+    ) -> KNNResult:
+        """The k-NN top-1 and the features; ``label`` follows the phase's name (e.g.
+        ``", epoch 3"``); with ``probe``, its top-1 on the same query features as well."""
         train, test = self.eval_sets
         t, e = self.cfg.train, self.cfg.eval
         transform = build.eval_transform(self.cfg)
@@ -71,4 +92,7 @@ class OnlineKNN:
                 temperature=e.knn_temperature,
             )
             step.result = f"top-1 {100 * accuracy:.2f}%"
-        return accuracy
+            linear = None if probe is None else probe.top1(query, query_labels)
+            if linear is not None:
+                step.result += f" (online linear probe {100 * linear:.2f}%)"
+        return KNNResult(accuracy, bank, bank_labels, query, query_labels, query_idx, linear=linear)

@@ -18,9 +18,11 @@ __all__ = ["MetricsLog", "setup_record"]
 
 def setup_record(trainer: Trainer) -> dict[str, Any]:
     """The first line of ``metrics.jsonl``: the device, precision, batch, schedule length, the
-    resolved learning-rate rule and the sizes of the model, as the run resolved them."""
+    resolved learning-rate rule, the sizes of the model and the online probe's learning rate
+    (None: no probe), as the run resolved them."""
     o, t = trainer.cfg.optim, trainer.cfg.train
     best = trainer.checkpoints.best
+    probe = trainer.train_step.probe
     return {
         "device": str(trainer.device),
         "autocast": precision_name(trainer.autocast_dtype),
@@ -36,6 +38,7 @@ def setup_record(trainer: Trainer) -> dict[str, Any]:
         "on_nonfinite": t.on_nonfinite,
         "keep_best": t.keep_best,
         "best_metric": best.metric if best is not None else None,
+        "online_linear_lr": probe.optimizer.param_groups[0]["lr"] if probe is not None else None,
     }
 
 

@@ -2,8 +2,9 @@
 
 A checkpoint is everything that determines the rest of the run, as tensors and plain
 containers: the method state (EMA target, queue and pointer, center, schedule buffers), the
-optimiser, the grad scaler, every RNG, the step (which fixes the epoch, its data order and the
-position in it) and the trainer's running values, under the format string
+optimiser, the grad scaler, the online linear probe and its optimiser (when the run has one),
+every RNG, the step (which fixes the epoch, its data order and the position in it) and the
+trainer's running values, under the format string
 :data:`~selfsup.methods.upgrade.CHECKPOINT_FORMAT`. A checkpoint of an earlier format has its
 method state brought to today's layout by :func:`~selfsup.methods.upgrade.upgrade_method_state`.
 """
@@ -59,7 +60,7 @@ def run_state(
     config: dict[str, Any],
 ) -> dict[str, Any]:
     """The checkpoint of the run after ``step`` steps (``trainer``: the running values)."""
-    return {
+    state = {
         "format": CHECKPOINT_FORMAT,
         "step": step,
         "method": train_step.method.state_dict(),
@@ -69,6 +70,9 @@ def run_state(
         "trainer": trainer,
         "config": config,
     }
+    if train_step.probe is not None:
+        state["online_probe"] = train_step.probe.checkpoint_state()
+    return state
 
 
 def restore_run_state(
@@ -113,8 +117,27 @@ def restore_run_state(
         raise CheckpointError(_does_not_fit(path, err, state.get("config"), config)) from None
     if state.get("scaler"):
         train_step.scaler.load_state_dict(state["scaler"])
+    _restore_probe(path, train_step, state.get("online_probe"))
     set_rng_state(state["rng"], view_generator)
     return int(state["step"]), info
+
+
+def _restore_probe(path: Path, train_step: TrainStep, saved: dict[str, Any] | None) -> None:
+    """Put the online probe back; a checkpoint without one (written before the probe existed,
+    or with train.online_linear=false) starts it fresh, and says so."""
+    if train_step.probe is None:
+        return
+    if saved is None:
+        say(f"note: {path.name} has no online linear probe; the probe starts fresh at this step")
+        return
+    try:
+        train_step.probe.load_checkpoint_state(saved)
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise CheckpointError(
+            f"{path} holds an online linear probe that does not fit this run "
+            f"({str(err).splitlines()[0]}); resume with the run's own data, or with "
+            "train.online_linear=false"
+        ) from None
 
 
 def _does_not_fit(

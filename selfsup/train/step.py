@@ -7,6 +7,7 @@ is trained and what is measured cannot drift apart::
     result = step.update(views, global_step)    # zero_grad, forward (autocast), backward,
                                                 # unscale, clip, before_optimizer_step,
                                                 # lr/wd of global_step, optimiser step, after_step
+                                                # (+ labels: the online linear probe's step)
 
 ``TrainStep`` reports what happened (loss, logs, lr, a skipped step) and decides nothing about
 the run: logging, stopping on NaN/inf and checkpoints are the caller's.
@@ -14,6 +15,7 @@ the run: logging, stopping on NaN/inf and checkpoints are the caller's.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, cast
@@ -25,6 +27,7 @@ from torch import Tensor
 from selfsup import build
 from selfsup.methods import Method, Progress, StepOutput
 from selfsup.train.device import autocast, resolve_precision
+from selfsup.train.online_probe import ACCURACY_LOG, OnlineLinearProbe, online_probe_for
 from selfsup.train.optim import ClipMode, clip_gradients_
 from selfsup.train.schedules import cosine_schedule
 
@@ -41,7 +44,8 @@ class StepResult:
     """What one :meth:`TrainStep.update` did. Tensors stay on the device: no host sync."""
 
     loss: Tensor  # [] detached
-    logs: dict[str, Tensor] = field(default_factory=dict)  # the method's detached scalars
+    # The method's detached scalars (+ online_linear_train_acc when the probe ran).
+    logs: dict[str, Tensor] = field(default_factory=dict)
     lr: float = 0.0  # the learning rate of this step
     # Skip mode: "loss" or "gradients" when that was NaN/inf and the step was undone (buffers
     # restored, no optimiser step, no after_step); None when the step was taken.
@@ -70,6 +74,9 @@ class TrainStep:
         device: where the method lives (default: the device of its first parameter).
         peak_lr: the scaled learning rate before the schedule, for reports (default: the
             schedule's largest value).
+        probe: an online linear probe (:mod:`selfsup.train.online_probe`) that steps on the
+            method's detached ``StepOutput.features`` whenever ``update`` gets labels; its
+            running accuracy is reset at each epoch's first step.
 
     Example (a user's own loop; ``step(...)`` is ``step.update(step.views(...), ...)``):
         >>> import torch
@@ -108,6 +115,7 @@ class TrainStep:
         compile_backend: str | None = None,
         device: torch.device | None = None,
         peak_lr: float | None = None,
+        probe: OnlineLinearProbe | None = None,
     ) -> None:
         self.lr_schedule = np.asarray(lr_schedule, dtype=np.float64)  # [total_steps]
         self.total_steps = len(self.lr_schedule)
@@ -134,6 +142,7 @@ class TrainStep:
         self.clip_mode = clip_mode
         self.skip_nonfinite = skip_nonfinite
         self.peak_lr = float(self.lr_schedule.max()) if peak_lr is None else peak_lr
+        self.probe = probe
         # Indices, not the dicts: optimizer.load_state_dict replaces the group dicts on resume.
         # A group decays when param_groups says so ("decay"); groups built elsewhere decay
         # unless LARS excludes them (biases and norm parameters).
@@ -154,11 +163,17 @@ class TrainStep:
 
     @classmethod
     def from_config(
-        cls, cfg: Config, method: Method, steps_per_epoch: int, device: torch.device | str
+        cls,
+        cfg: Config,
+        method: Method,
+        steps_per_epoch: int,
+        device: torch.device | str,
+        num_classes: int | None = None,
     ) -> TrainStep:
         """The step ``cfg`` describes for a run of ``train.epochs * steps_per_epoch`` steps:
         its optimiser, warm-up + cosine learning rate, weight decay, precision, clipping,
-        channels-last, NaN/inf mode and compilation. Moves ``method`` to ``device``."""
+        channels-last, NaN/inf mode, compilation and, for data with ``num_classes``, the online
+        linear probe (``train.online_linear``). Moves ``method`` to ``device``."""
         o, t = cfg.optim, cfg.train
         device = torch.device(device)
         method.to(device)
@@ -188,6 +203,7 @@ class TrainStep:
             compile_backend=t.compile_backend if t.compile else None,
             device=device,
             peak_lr=peak_lr,
+            probe=online_probe_for(cfg, method.encoder, num_classes, device),
         )
 
     def compile(self, backend: str = "inductor") -> None:
@@ -211,13 +227,20 @@ class TrainStep:
         return [v.contiguous(memory_format=self.memory_format) for v in views]
 
     def __call__(
-        self, images: Tensor, global_step: int, generator: torch.Generator | None = None
+        self,
+        images: Tensor,
+        global_step: int,
+        generator: torch.Generator | None = None,
+        labels: Tensor | None = None,
     ) -> StepResult:
         """:meth:`views` then :meth:`update`."""
-        return self.update(self.views(images, generator), global_step)
+        return self.update(self.views(images, generator), global_step, labels)
 
-    def update(self, views: list[Tensor], global_step: int) -> StepResult:
-        """One optimiser step on ``views`` at ``global_step`` (0-based, < ``total_steps``)."""
+    def update(
+        self, views: list[Tensor], global_step: int, labels: Tensor | None = None
+    ) -> StepResult:
+        """One optimiser step on ``views`` at ``global_step`` (0-based, < ``total_steps``);
+        with int64 ``labels [B]`` (-1: unlabelled) and a probe, the probe's step too."""
         if not 0 <= global_step < self.total_steps:
             raise IndexError(
                 f"global_step {global_step} is outside this run's {self.total_steps} steps; "
@@ -249,14 +272,36 @@ class TrainStep:
                 optimizer.zero_grad(set_to_none=True)
                 if scaler.is_enabled():
                     scaler.update()  # fp16: back off the loss scale (unscale_ found the inf)
-                return StepResult(loss, out.logs, lr, skipped=part)
+                logs = self._probe_step(out, labels, global_step, learn=False)
+                return StepResult(loss, logs, lr, skipped=part)
         if self.clip_grad is not None:
             clip_gradients_(params, self.clip_grad, self.clip_mode)
         method.before_optimizer_step(progress)
         scaler.step(optimizer)
         scaler.update()
         method.after_step(progress)
-        return StepResult(loss, out.logs, lr)
+        return StepResult(loss, self._probe_step(out, labels, global_step), lr)
+
+    def _probe_step(
+        self, out: StepOutput, labels: Tensor | None, global_step: int, learn: bool = True
+    ) -> dict[str, Tensor]:
+        """The online probe's step on the method's detached features (none on a skipped step);
+        the method's logs plus the probe's running accuracy."""
+        if self.probe is None or labels is None:
+            return out.logs
+        if out.features is None:
+            warnings.warn(
+                f"{self.method.name} sets no StepOutput.features, so the online linear probe "
+                "is off; set them in its training_step, or train.online_linear=false",
+                stacklevel=2,
+            )
+            self.probe = None
+            return out.logs
+        if global_step % self.steps_per_epoch == 0:
+            self.probe.reset_accuracy()
+        if learn:
+            return {**out.logs, ACCURACY_LOG: self.probe.update(out.features, labels)}
+        return {**out.logs, ACCURACY_LOG: self.probe.accuracy_so_far()}
 
 
 def nonfinite_part(loss: Tensor, params: Sequence[Tensor]) -> NonFinitePart | None:

@@ -9,8 +9,9 @@ around which the trainer keeps the run directory: ``config.yaml`` (fully resolve
 ``metrics.jsonl``, ``checkpoints/last.pt`` and the best-k ``checkpoints/best-step<N>.pt`` (atomic
 writes), ``encoder.safetensors`` + ``encoder.json``. Each concern has a module of its own:
 devices and precision (``device``), Ctrl-C (``interrupt``), NaN/inf (``nonfinite``), the metrics
-log (``metrics``), online k-NN (``knn_monitor``), when to checkpoint (``checkpoint_policy``) and
-what a checkpoint holds (``run_state``).
+log (``metrics``), the epoch-end measures (``epoch_monitor``: online k-NN, the online linear
+probe's top-1, collapse metrics), when to checkpoint (``checkpoint_policy``) and what a
+checkpoint holds (``run_state``); the step trains the online probe (``online_probe``).
 
 What is guaranteed (exact resume after a kill, atomic checkpoints, NaN/inf policy, disk errors,
 Ctrl-C) is written down in ``docs/reliability.md`` and tested in ``tests/train``.
@@ -31,21 +32,11 @@ from selfsup.config import Config
 from selfsup.data import EpochLoader, ImageDataset
 from selfsup.methods import Method
 from selfsup.progress import say
-from selfsup.train.checkpoint import (
-    CheckpointError,
-    atomic_write,
-    save_encoder,
-    seed_everything,
-)
+from selfsup.train.checkpoint import CheckpointError, atomic_write, save_encoder, seed_everything
 from selfsup.train.checkpoint_policy import CheckpointPolicy
-from selfsup.train.device import (
-    autocast,
-    cpu_has_fast_bf16,
-    resolve_device,
-    resolve_precision,
-)
+from selfsup.train.device import autocast, cpu_has_fast_bf16, resolve_device, resolve_precision
+from selfsup.train.epoch_monitor import EpochMonitor
 from selfsup.train.interrupt import GracefulInterrupt
-from selfsup.train.knn_monitor import OnlineKNN
 from selfsup.train.metrics import MetricsLog, setup_record
 from selfsup.train.nonfinite import MAX_CONSECUTIVE_SKIPS, NonFiniteLossError, NonFinitePolicy
 from selfsup.train.progress_report import TrainProgress
@@ -126,12 +117,13 @@ class Trainer:
         self.last_step = min(self.total_steps, t.max_steps or self.total_steps)
         seed_everything(t.seed)
         method = build.make_method(cfg, self.in_channels)
-        self.train_step = TrainStep.from_config(cfg, method, self.steps_per_epoch, self.device)
+        spe, classes = self.steps_per_epoch, self.train_set.num_classes  # classes: online probe
+        self.train_step = TrainStep.from_config(cfg, method, spe, self.device, classes)
         self.view_generator = torch.Generator(device=self.device).manual_seed(t.seed)
         self.step = 0  # optimiser steps completed
 
         with_knn = self.eval_sets is not None and t.knn_every > 0
-        self.knn = OnlineKNN(cfg, self.eval_sets, self.device) if self.eval_sets else None
+        self.monitor = EpochMonitor(cfg, self.eval_sets, self.device) if self.eval_sets else None
         self.checkpoints = CheckpointPolicy(
             self.run_dir, t, self.steps_per_epoch, self.last_step, with_knn
         )
@@ -317,8 +309,8 @@ class Trainer:
             self._epoch_loss_sum.zero_()
             self._epoch_loss_steps = 0
         window_start, window_images = time.perf_counter(), 0
-        for images, _ in self.loader.iterate(epoch, start_in_epoch):
-            result = self.train_step(images, self.step, self.view_generator)
+        for images, labels in self.loader.iterate(epoch, start_in_epoch):
+            result = self.train_step(images, self.step, self.view_generator, labels)
             self.nonfinite.after_step(result, self.step + 1, epoch)
             if result.skipped is None:
                 self._epoch_loss_sum += result.loss.float()
@@ -364,9 +356,8 @@ class Trainer:
         self.metrics.append(record)
 
     def _end_epoch(self, epoch: int) -> dict[str, Any] | None:
-        """The epoch record (losses, method logs, collapse warnings, online k-NN) and the best-k
-        offer; returns the checkpoint state when one was built for it, else None."""
-        t = self.cfg.train
+        """The epoch record (losses, method logs, online k-NN, probe top-1, collapse metrics and
+        warnings) and the best-k offer; returns the checkpoint state built for it, or None."""
         steps = self._epoch_loss_steps
         mean_loss = float(self._epoch_loss_sum) / steps if steps else float("nan")
         record: dict[str, Any] = {
@@ -380,19 +371,23 @@ class Trainer:
         if self.nonfinite.skip:
             record["skipped_steps"] = self.skipped_steps
         warnings = self.method.diagnose(self._last_logs)
+        if self.monitor is not None and self.monitor.due(epoch + 1):
+            found = self.monitor(self._evaluated_encoder(), epoch + 1, self.train_step.probe)
+            record.update(found.record)
+            warnings += found.warnings
+            self._last_knn = found.record["knn_top1"]
         for warning in warnings:
             say(f"warning (epoch {epoch + 1}): {warning}")
         if warnings:
             record["warnings"] = warnings
-        if self.knn is not None and t.knn_every and (epoch + 1) % t.knn_every == 0:
-            encoder = self._evaluated_encoder()
-            self._last_knn = record["knn_top1"] = self.knn(encoder, f", epoch {epoch + 1}")
         self.metrics.append(record)
         return self.checkpoints.offer_best(self.step, epoch + 1, record, self.checkpoint_state)
 
     def online_knn(self) -> float | None:
         """k-NN accuracy of the current encoder (subset bank for speed; see train.knn_*)."""
-        return None if self.knn is None else self.knn(self._evaluated_encoder())
+        if self.monitor is None:
+            return None
+        return self.monitor.knn(self._evaluated_encoder()).accuracy
 
     def _evaluated_encoder(self) -> nn.Module:
         """The network evaluation and export use (``eval.network``; DINO: the teacher)."""

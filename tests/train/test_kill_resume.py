@@ -141,6 +141,7 @@ def _assert_same_run(expected: dict[str, Any], trainer: Trainer, run_dir: Path) 
     assert trainer.step == TOTAL_STEPS
     assert _differences(expected["method"], got["method"]) == []
     assert _differences(expected["last"], got["last"]) == []  # optimiser, RNGs, trainer state
+    assert "online_probe" in got["last"]  # the online linear probe (digits have labels) too
     assert got["best"] == expected["best"]
     assert _differences(expected["best_files"], got["best_files"]) == []
     assert got["metrics"] == expected["metrics"]  # same steps, same losses, no line twice

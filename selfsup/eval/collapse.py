@@ -16,8 +16,8 @@ With :math:`z_i = f(x_i) / \lVert f(x_i) \rVert` the L2-normalised embeddings of
   \rVert^2}` (0 = all points equal; lower = more uniform on the sphere; about -4 for
   well-spread features in high dimension).
 
-Thresholds (``diagnose``), documented in docs/methods.md: ``std_ratio < 0.1`` is a constant
-(complete) collapse; ``rankme_ratio < 0.02`` with ``std_ratio >= 0.1`` is a dimensional
+Thresholds (``diagnose``), documented in docs/methods.md: ``std_ratio < 0.01`` is a constant
+(complete) collapse; ``rankme_ratio < 0.02`` with ``std_ratio >= 0.01`` is a dimensional
 collapse (the features live in a handful of directions).
 """
 
@@ -39,7 +39,7 @@ __all__ = [
     "uniformity",
 ]
 
-COLLAPSE_STD_RATIO = 0.1
+COLLAPSE_STD_RATIO = 0.01  # a constant encoder: ~1e-4; untrained ViT: 0.02-0.05; ResNet: ~0.1
 DIMENSIONAL_RANKME_RATIO = 0.02
 _UNIFORMITY_ROWS = 4096  # pairs of at most this many rows (the metric is a mean over pairs)
 

@@ -387,6 +387,12 @@ class EvalConfig(Section):
         0.1, gt=0, lt=1, description="fraction of train held out to choose hyper-parameters"
     )
     batch_size: Int = Field(512, ge=1, description="batch size of feature extraction")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="feature extraction precision: auto = bf16 where the device runs it fast "
+        "(2x on an AVX512-BF16 CPU; top-1 within ~0.2 points of fp32), else fp32; fp32 for "
+        "numbers that repeat exactly across machines",
+    )
     label_seed: Int = Field(
         0,
         ge=0,

@@ -128,21 +128,25 @@ def linear_probe(
     val_x, val_y = train_x[val_idx], train_y[val_idx]  # [N_val, D], [N_val]
 
     def train(
-        x: Tensor, y: Tensor, lr: float, on_epoch: Callable[[int], None]
-    ) -> tuple[nn.Module, float]:
-        return _train_classifier(
-            x, y, num_classes, epochs, lr, batch_size, batch_norm, weight_decay, seed, on_epoch
+        x: Tensor, y: Tensor, rates: Sequence[float], on_epoch: Callable[[int], None]
+    ) -> tuple[list[nn.Module], list[float]]:
+        return _train_classifiers(
+            x, y, num_classes, epochs, rates, batch_size, batch_norm, weight_decay, seed, on_epoch
         )
 
-    history: list[dict[str, float]] = []
-    for i, lr in enumerate(lrs, 1):
-        what = f"{desc} lr {lr:g} ({i}/{len(lrs)})"
-        doing = f"{epochs} epochs on {len(fit_idx)} features"
-        with phase(what, doing, epochs, "epochs", progress) as step:
-            model, loss = train(fit_x, fit_y, lr, step.update)
-            val_accuracy = _accuracy(model, val_x, val_y)
-            step.result = f"validation top-1 {100 * val_accuracy:.2f}%"
-        history.append({"lr": float(lr), "val_accuracy": val_accuracy, "train_loss": loss})
+    # Every candidate lr trains in one pass (same init, batches and order; see
+    # _train_classifiers), then each is scored on the validation split.
+    what = f"{desc} lrs {', '.join(f'{lr:g}' for lr in lrs)}"
+    doing = f"{epochs} epochs on {len(fit_idx)} features, {len(lrs)} lrs side by side"
+    with phase(what, doing, epochs, "epochs", progress) as step:
+        models, losses = train(fit_x, fit_y, lrs, step.update)
+        history: list[dict[str, float]] = [
+            {"lr": float(lr), "val_accuracy": _accuracy(model, val_x, val_y), "train_loss": loss}
+            for lr, model, loss in zip(lrs, models, losses, strict=True)
+        ]
+        step.result = "validation top-1 " + ", ".join(
+            f"{100 * h['val_accuracy']:.2f}% (lr {h['lr']:g})" for h in history
+        )
     best = max(range(len(history)), key=lambda i: (history[i]["val_accuracy"], -i))
     best_lr = history[best]["lr"]
 
@@ -150,7 +154,7 @@ def linear_probe(
     what = f"{desc} final fit at lr {best_lr:g}"
     doing = f"{epochs} epochs on {len(train_x)} features"
     with phase(what, doing, epochs, "epochs", progress) as step:
-        model, _ = train(train_x, train_y, best_lr, step.update)
+        (model,), _ = train(train_x, train_y, [best_lr], step.update)
         test_x = test_features.detach().to(device=device, dtype=torch.float32)  # [M, D]
         test_y = test_labels.detach().to(device=device, dtype=torch.int64)  # [M]
         test_accuracy = _accuracy(model, test_x, test_y)
@@ -181,58 +185,92 @@ class _Standardize(nn.Module):
         return (x - self.mean) * self.inv_std
 
 
-def _train_classifier(
+def _train_classifiers(
     x: Tensor,
     y: Tensor,
     num_classes: int,
     epochs: int,
-    lr: float,
+    lrs: Sequence[float],
     batch_size: int,
     batch_norm: bool,
     weight_decay: float,
     seed: int,
     on_epoch: Callable[[int], None] | None = None,
-) -> tuple[nn.Module, float]:
-    """Train ``norm -> Linear`` on ``x [N, D]``, ``y [N]``; return it and the last epoch's loss.
-    ``on_epoch(1)`` is called after each epoch."""
+) -> tuple[list[nn.Module], list[float]]:
+    """Train one ``norm -> Linear`` per lr of ``lrs`` on ``x [N, D]``, ``y [N]`` in one pass;
+    return them and each one's mean loss over the last epoch. ``on_epoch(1)`` after each epoch.
+
+    The classifiers differ only in their lr: they start from the same initialisation, see the
+    same batches in the same order and share the normalisation (standardisation or BatchNorm
+    without affine, which has no parameters), so training them side by side — stacked weights
+    ``[L, C, D]``, one batched matmul, SGD with momentum written out per classifier — is the
+    same computation as training them one after the other, at the cost of about one.
+    """
     n, dim = x.shape
     device = x.device
+    count = len(lrs)
     generator = torch.Generator().manual_seed(seed)
-    linear = nn.Linear(dim, num_classes)
-    with torch.no_grad():
-        linear.weight.copy_(torch.randn(num_classes, dim, generator=generator) * 0.01)
-        linear.bias.zero_()
+    weight0 = torch.randn(num_classes, dim, generator=generator) * 0.01  # [C, D]
+    weight = weight0.expand(count, -1, -1).clone().to(device).requires_grad_(True)  # [L, C, D]
+    bias = torch.zeros(count, num_classes, device=device, requires_grad=True)  # [L, C]
     norm: nn.Module = nn.BatchNorm1d(dim, affine=False, eps=1e-6) if batch_norm else _Standardize(x)
-    model = nn.Sequential(norm, linear).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    norm = norm.to(device)
+    peak = torch.tensor([float(lr) for lr in lrs], device=device)  # [L]
+    buffers: list[Tensor] | None = None
 
     batch = min(batch_size, n)
     steps_per_epoch = n // batch  # drop the incomplete last batch
     total_steps = epochs * steps_per_epoch
-    schedule = [0.5 * lr * (1.0 + math.cos(math.pi * s / total_steps)) for s in range(total_steps)]
+    cosine = [0.5 * (1.0 + math.cos(math.pi * s / total_steps)) for s in range(total_steps)]
 
-    model.train()
+    norm.train()
     step = 0
-    epoch_loss = torch.zeros((), device=device)
+    epoch_loss = torch.zeros(count, device=device)
     for _ in range(epochs):
         order = torch.randperm(n, generator=generator).to(device, non_blocking=True)  # [N]
-        epoch_loss = torch.zeros((), device=device)
+        epoch_loss = torch.zeros(count, device=device)
         for b in range(steps_per_epoch):
-            idx = order[b * batch : (b + 1) * batch]  # [batch]
-            for group in optimizer.param_groups:
-                group["lr"] = schedule[step]
+            idx = order[b * batch : (b + 1) * batch]  # [B]
             # index_select is several times faster than x[idx] for row gathers on CPU.
-            logits = model(x.index_select(0, idx))  # [batch, num_classes]
-            loss = F.cross_entropy(logits, y.index_select(0, idx))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            epoch_loss += loss.detach()
+            h = norm(x.index_select(0, idx))  # [B, D]
+            logits = torch.matmul(h, weight.transpose(1, 2)) + bias[:, None, :]  # [L, B, C]
+            target = y.index_select(0, idx).expand(count, -1)  # [L, B]
+            losses = (
+                F.cross_entropy(
+                    logits.reshape(-1, num_classes), target.reshape(-1), reduction="none"
+                )
+                .view(count, -1)
+                .mean(dim=1)
+            )  # [L]: each classifier's own mean loss
+            weight.grad = bias.grad = None
+            losses.sum().backward()  # classifier l's gradient is its own loss's
+            with torch.no_grad():
+                assert weight.grad is not None and bias.grad is not None
+                grads: list[Tensor] = [weight.grad, bias.grad]
+                params = [weight, bias]
+                if weight_decay:
+                    grads = [g + weight_decay * p for g, p in zip(grads, params, strict=True)]
+                if buffers is None:  # torch.optim.SGD: the first buffer is the gradient
+                    buffers = [g.clone() for g in grads]
+                else:
+                    for buf, g in zip(buffers, grads, strict=True):
+                        buf.mul_(0.9).add_(g)
+                rate = peak * cosine[step]  # [L]
+                weight.sub_(rate[:, None, None] * buffers[0])
+                bias.sub_(rate[:, None] * buffers[1])
+            epoch_loss += losses.detach()
             step += 1
         if on_epoch is not None:
             on_epoch(1)
-    model.eval()
-    return model, (epoch_loss / steps_per_epoch).item()
+    norm.eval()
+    models: list[nn.Module] = []
+    for i in range(count):
+        linear = nn.Linear(dim, num_classes).to(device)
+        with torch.no_grad():
+            linear.weight.copy_(weight[i])
+            linear.bias.copy_(bias[i])
+        models.append(nn.Sequential(norm, linear).eval())
+    return models, (epoch_loss / steps_per_epoch).tolist()
 
 
 @torch.no_grad()

@@ -96,7 +96,11 @@ def feature_protocol(
                 temperature=e.knn_temperature,
             )
             step.result = f"top-1 {100 * top1:.2f}%"
-        settings = {"k": min(e.knn_k, len(bank)), "temperature": e.knn_temperature}
+        settings = {
+            "k": min(e.knn_k, len(bank)),
+            "temperature": e.knn_temperature,
+            "feature_precision": _precision(cfg, device, name),
+        }
         return top1, {"settings": settings, "selection": None}
     result = linear_probe(
         bank,
@@ -117,9 +121,19 @@ def feature_protocol(
         "lr": result.lr,
         "epochs": e.linear_epochs,
         "batch_norm": linear_batch_norm(cfg),
+        "feature_precision": _precision(cfg, device, name),
     }
     selection = {"on": VALIDATION, "chosen": {"lr": result.lr}, "candidates": result.history}
     return result.test_accuracy, {"settings": settings, "selection": selection}
+
+
+def _precision(cfg: Config, device: torch.device | str, candidate: str) -> str:
+    """The precision of the candidate's features (raw pixels are always float32)."""
+    from selfsup.train.device import precision_name, resolve_precision
+
+    if candidate == "raw pixels":
+        return "fp32"
+    return precision_name(resolve_precision(cfg.eval.precision, torch.device(device)))
 
 
 def image_recipe(cfg: Config, protocol: str, fraction: float) -> FinetuneRecipe:

@@ -65,15 +65,20 @@ def features_of(
     device: torch.device | str,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Features of every image of ``dataset``; ``progress(n)`` after each batch of n images."""
-    return extract_features(
-        encoder,
-        iterate_batches(dataset, cfg.eval.batch_size, device),
-        build.eval_transform(cfg),
-        device,
-        channels_last=cfg.train.channels_last,
-        progress=progress,
-    )
+    """Features of every image of ``dataset`` at ``eval.precision``; ``progress(n)`` after each
+    batch of n images."""
+    from selfsup.train.device import autocast, resolve_precision
+
+    device = torch.device(device)
+    with autocast(device, resolve_precision(cfg.eval.precision, device)):
+        return extract_features(
+            encoder,
+            iterate_batches(dataset, cfg.eval.batch_size, device),
+            build.eval_transform(cfg),
+            device,
+            channels_last=cfg.train.channels_last,
+            progress=progress,
+        )
 
 
 def split_features(
@@ -91,7 +96,12 @@ def split_features(
     read from ``cache`` when it holds this encoder's features of this split."""
     what = f"{name}: {split} features"
     if cache is not None and cache.directory is not None:
-        transform = {"size": cfg.views.size, "mean": cfg.views.mean, "std": cfg.views.std}
+        transform = {
+            "size": cfg.views.size,
+            "mean": cfg.views.mean,
+            "std": cfg.views.std,
+            "precision": feature_precision(cfg, device),
+        }
         key = FeatureCache.key(encoder_sha or encoder_sha256(encoder), dataset, split, transform)
         hits = cache.hits
 
@@ -106,6 +116,13 @@ def split_features(
         feats = features_of(encoder, dataset, cfg, device, p.update)
         p.result = f"{feats[0].shape[0]} x {feats[0].shape[1]}"
     return feats
+
+
+def feature_precision(cfg: Config, device: torch.device | str) -> str:
+    """The precision features are extracted in (``eval.precision`` resolved on ``device``)."""
+    from selfsup.train.device import precision_name, resolve_precision
+
+    return precision_name(resolve_precision(cfg.eval.precision, torch.device(device)))
 
 
 def pixel_features(dataset: ImageDataset, cfg: Config) -> tuple[Tensor, Tensor]:

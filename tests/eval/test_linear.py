@@ -172,3 +172,46 @@ def test_bad_input_raises(change: dict, message: str) -> None:
     kwargs = _valid() | change
     with pytest.raises(ValueError, match=message):
         linear_probe(**kwargs)
+
+
+def _reference_sgd(x, y, classes, epochs, lr, batch, seed, weight_decay):
+    """One classifier trained the plain way: nn.Linear + torch.optim.SGD, one lr."""
+    import math
+
+    from selfsup.eval.linear import _Standardize
+
+    generator = torch.Generator().manual_seed(seed)
+    linear = torch.nn.Linear(x.shape[1], classes)
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(classes, x.shape[1], generator=generator) * 0.01)
+        linear.bias.zero_()
+    model = torch.nn.Sequential(_Standardize(x), linear)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    steps = x.shape[0] // batch
+    total, step = epochs * steps, 0
+    for _ in range(epochs):
+        order = torch.randperm(x.shape[0], generator=generator)
+        for b in range(steps):
+            idx = order[b * batch : (b + 1) * batch]
+            for group in opt.param_groups:
+                group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / total))
+            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+    return linear
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
+def test_lrs_trained_side_by_side_equal_separate_sgd_runs(weight_decay):
+    from selfsup.eval.linear import _train_classifiers
+
+    torch.manual_seed(0)
+    x, y = torch.randn(200, 6), torch.randint(0, 4, (200,))
+    lrs = [0.01, 0.3, 2.0]
+    models, _ = _train_classifiers(x, y, 4, 3, lrs, 32, False, weight_decay, seed=5)
+    for lr, model in zip(lrs, models, strict=True):
+        ref = _reference_sgd(x, y, 4, 3, lr, 32, 5, weight_decay)
+        torch.testing.assert_close(model[1].weight, ref.weight, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(model[1].bias, ref.bias, rtol=1e-5, atol=1e-6)

@@ -355,6 +355,15 @@ NON_DEFAULT = {
     "eval.linear_batch_norm": True,
     "eval.val_fraction": 0.2,
     "eval.batch_size": 128,
+    "eval.precision": "fp32",
+    "eval.label_seed": 3,
+    "eval.probe_epochs": 5,
+    "eval.probe_lrs": [0.2],
+    "eval.finetune_epochs": 4,
+    "eval.finetune_lrs": [0.01, 0.1],
+    "eval.finetune_batch_size": 64,
+    "eval.finetune_encoder_lr_scale": 1.0,
+    "eval.finetune_layer_decay": 0.65,
     "eval.network": "target",
 }
 

@@ -120,10 +120,10 @@ def test_linear_probe_reports_each_lr_and_the_final_fit_only_when_asked(clock, c
     loud = linear_probe(x, y, x, y, 2, **kwargs, progress=ProgressStyle(every_s=1), desc="probe")
     assert loud.test_accuracy == quiet.test_accuracy  # reporting changes nothing
     err = capsys.readouterr().err
-    assert "probe lr 0.1 (1/2): 4 epochs on 36 features ..." in err
-    assert "probe lr 1 (2/2): 2/4 epochs, elapsed" in err
+    assert "probe lrs 0.1, 1: 4 epochs on 36 features, 2 lrs side by side ..." in err
+    assert "probe lrs 0.1, 1: 2/4 epochs, elapsed" in err
     assert "probe final fit at lr " in err and "test top-1" in err
-    assert re.search(r"probe lr 0\.1 \(1/2\): validation top-1 \d+\.\d\d% in", err)
+    assert re.search(r"probe lrs 0\.1, 1: validation top-1 \d+\.\d\d% \(lr 0\.1\), \d", err)
 
 
 def _warn_twice_and_once_more() -> None:

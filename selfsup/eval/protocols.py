@@ -15,6 +15,7 @@ the test split is scored once, at the end (:mod:`selfsup.eval.finetune`, :mod:`.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -191,9 +192,13 @@ def image_protocol(
         step.result = f"top-1 {100 * result.test_accuracy:.2f}%"
     settings = recipe.as_settings()
     settings["supervised_from_scratch"] = supervised
+    scored = [
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in h.items()}
+        for h in result.history
+    ]  # one lr: nothing was chosen, and no validation score exists (None)
     selection = {
-        "on": VALIDATION,
+        "on": VALIDATION if len(scored) > 1 else "nothing to choose (one lr given)",
         "chosen": {"lr": result.lr},
-        "candidates": result.history,
+        "candidates": scored,
     }
     return result.test_accuracy, {"settings": settings, "selection": selection}

@@ -52,7 +52,10 @@ def test_eval_knn_and_linear_print_a_table_with_baselines(run_dir, capsys):
         assert name in out
         # every phase on stderr: what it does, then its result and time
         assert f"{name}: knn (100% labels): 1437 bank / 360 queries ..." in err
-        assert f"{name}: linear (100% labels) lr 0.01 (1/3): 3 epochs on 1292 features ..." in err
+        assert (
+            f"{name}: linear (100% labels) lrs 0.01, 0.1, 1: 3 epochs on 1292 features, 3 lrs "
+            "side by side ..." in err
+        )
         assert re.search(rf"{name}: linear \(100% labels\) final fit at lr \S+: test top-1", err)
     assert "selfsup simclr: train features: extracting 1437 images ..." in err
     assert "selfsup simclr: test features: 360 x 64 in" in err

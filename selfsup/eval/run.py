@@ -27,6 +27,7 @@ from selfsup.eval.cache import FeatureCache
 from selfsup.eval.collapse import diagnose
 from selfsup.eval.features import extract_features
 from selfsup.eval.from_checkpoint import checkpoint_encoder
+from selfsup.eval.labelled import eval_dataset_name, label_subset, labelled_sets
 from selfsup.eval.protocols import (
     FEATURE_PROTOCOLS,
     IMAGE_PROTOCOLS,
@@ -37,7 +38,7 @@ from selfsup.eval.protocols import (
 )
 from selfsup.eval.results import record_results
 from selfsup.eval.run_encoder import RunEncoder, encoder_sha256, load_encoder, load_run_config
-from selfsup.eval.subsets import LabelSubset, parse_fraction, subset_for
+from selfsup.eval.subsets import LabelSubset
 from selfsup.progress import ProgressStyle, phase, say
 
 __all__ = [  # load_encoder & co. live in run_encoder; imported from here by earlier code
@@ -313,68 +314,6 @@ def representation(
         for module, mode in modes:
             module.training = mode
     return collapse_metrics(test[0], views=pair)
-
-
-def labelled_sets(cfg: Config, in_channels: int) -> tuple[ImageDataset, ImageDataset]:
-    """The labelled (train, test) splits of ``data.eval_dataset`` (default: the training data),
-    converted to the encoder's channels; a clear error when there are none."""
-    from selfsup.data import load_dataset
-
-    d = cfg.data
-    name = d.eval_dataset or d.dataset
-    same = name.replace("-", "_") == d.dataset
-    root = d.eval_data_dir or (d.data_dir if same else None)
-    try:
-        splits = [
-            load_dataset(
-                name,
-                split,
-                root=root,
-                image_size=d.image_size if same else None,
-                channels=in_channels,
-                download=d.download,
-            )
-            for split in ("train", "test")
-        ]
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"no labelled evaluation data: {err}") from None
-    if not all(s.has_labels for s in splits):
-        raise ValueError(
-            f"{name} has no labels to evaluate with; pass labelled data (--data fashion_mnist, "
-            "or an image folder with one sub-folder per class and train/test splits)"
-        )
-    return splits[0], splits[1]
-
-
-def label_subset(
-    item: str, train_set: ImageDataset, num_classes: int, cfg: Config, run_dir: Path
-) -> LabelSubset:
-    """``"1%"`` (drawn, or read back from RUN/labels/) or the path of a subset file."""
-    from selfsup.eval.subsets import load_subset
-
-    labels = getattr(train_set, "labels", None)
-    if not isinstance(labels, Tensor):
-        labels = train_set.get_batch(torch.arange(len(train_set)))[1]
-    if Path(item).suffix == ".json":
-        return load_subset(item, labels)
-    fraction = parse_fraction(item)
-    return subset_for(
-        labels,
-        num_classes,
-        fraction,
-        cfg.eval.label_seed,
-        eval_dataset_name(cfg),
-        run_dir / "labels" if fraction < 1 else None,
-    )
-
-
-def eval_dataset_name(cfg: Config) -> str:
-    """The labelled data a result was measured on, as eval.json names it."""
-    d = cfg.data
-    name = d.eval_dataset or d.dataset
-    if name in ("folder", "filelist"):
-        return f"{name}:{d.eval_data_dir or d.data_dir}"
-    return name
 
 
 def result_entries(rows: list[EvalRow], cfg: Config, run: RunEncoder) -> list[dict[str, Any]]:

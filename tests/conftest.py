@@ -65,6 +65,7 @@ def tiny_config(*overrides: str) -> Config:
             "train.epochs=1",
             "train.precision=fp32",
             "train.progress=false",
+            "train.tensorboard=false",  # tests/train/test_tensorboard.py turns it on
             "train.knn_every=0",
             "train.log_every=1",
             "eval.linear_epochs=5",

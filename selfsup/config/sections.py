@@ -351,6 +351,11 @@ class TrainConfig(Section):
         description="seconds between plain progress lines (step, loss, lr, img/s, ETA) when there "
         "is no bar; 0 = none",
     )
+    tensorboard: Bool | None = Field(
+        None,
+        description="also write metrics as TensorBoard event files in RUN/tensorboard/ (train/* "
+        "and epoch/* scalars); null = when the tensorboard package is installed",
+    )
     keep_best: Int = Field(
         1,
         ge=0,

@@ -49,11 +49,46 @@ class MetricsLog:
     def __init__(self, path: Path, kept_checkpoint: Callable[[], str]) -> None:
         self.path = Path(path)
         self._kept_checkpoint = kept_checkpoint
+        self._events: Any = None  # a torch.utils.tensorboard SummaryWriter when enabled
+
+    def start_tensorboard(self, enabled: bool | None, resumed_step: int | None) -> None:
+        """Mirror ``train``/``epoch`` records as TensorBoard scalars in ``RUN/tensorboard/``
+        (``enabled=None``: when the package is installed). A resumed run passes the first
+        step after its checkpoint: events from there on are purged, as metrics.jsonl is cut
+        back."""
+        if enabled is False:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            if enabled:
+                raise ValueError(
+                    "train.tensorboard=true needs the tensorboard package: pip install "
+                    "tensorboard (or set train.tensorboard=false)"
+                ) from None
+            return
+        self._events = SummaryWriter(
+            log_dir=str(self.path.parent / "tensorboard"), purge_step=resumed_step
+        )
+
+    def _mirror(self, record: dict[str, Any]) -> None:
+        kind = record.get("kind")
+        if kind in ("train", "epoch"):
+            for key, value in record.items():
+                if key not in ("kind", "step", "epoch") and isinstance(value, int | float):
+                    self._events.add_scalar(f"{kind}/{key}", value, int(record["step"]))
+        if kind in ("epoch", "end"):
+            self._events.flush()
+        if kind == "end":
+            self._events.close()
+            self._events = None
 
     def append(self, record: dict[str, Any]) -> None:
         try:
             with open(self.path, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
+            if self._events is not None:
+                self._mirror(record)
         except OSError as err:
             raise CheckpointError(
                 f"could not append to {self.path} ({err.strerror or err}); free disk space or "

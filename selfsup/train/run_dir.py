@@ -32,6 +32,7 @@ __all__ = [
 RUN_OUTPUTS: tuple[str, ...] = (
     "config.yaml",
     "metrics.jsonl",
+    "tensorboard",
     "checkpoints",
     "encoder.safetensors",
     "encoder.json",

@@ -257,6 +257,9 @@ class Trainer:
         else:
             self.metrics.clear()
             self.metrics.append({"kind": "setup", "step": 0, **setup_record(self)})
+        self.metrics.start_tensorboard(
+            self.cfg.train.tensorboard, self.step + 1 if resume else None
+        )
 
         start = time.perf_counter()
         with GracefulInterrupt() as interrupt:

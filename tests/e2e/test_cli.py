@@ -27,6 +27,7 @@ TINY = [
     "train.epochs=1",
     "train.precision=fp32",
     "train.progress=false",
+    "train.tensorboard=false",
     "train.knn_every=1",
     "eval.linear_epochs=3",
 ]

@@ -18,11 +18,13 @@ for method in simclr byol; do
   [ -f "$run/encoder.safetensors" ] || /usr/bin/time -f "pretrain $method: %e s" \
     $S pretrain "${cfg[@]}" --run-dir "$run"
   /usr/bin/time -f "eval all $method: %e s" $S eval all "$run" --labels 1%,10%,100%
-  /usr/bin/time -f "finetune 1% $method: %e s" $S eval finetune "$run" --labels 1% "${FT_1[@]}"
-  /usr/bin/time -f "finetune 10% $method: %e s" $S eval finetune "$run" --labels 10% "${FT_10[@]}"
-  /usr/bin/time -f "finetune 100% $method: %e s" \
-    $S eval finetune "$run" --labels 100% "${FT_100[@]}"
+  # key=value overrides go before the flags (argparse)
+  /usr/bin/time -f "finetune 1pct $method: %e s" $S eval finetune "$run" "${FT_1[@]}" --labels 1%
+  /usr/bin/time -f "finetune 10pct $method: %e s" \
+    $S eval finetune "$run" "${FT_10[@]}" --labels 10%
+  /usr/bin/time -f "finetune 100pct $method: %e s" \
+    $S eval finetune "$run" "${FT_100[@]}" --labels 100%
   /usr/bin/time -f "transfer $method: %e s" $S eval all "$run" --data digits
   /usr/bin/time -f "transfer finetune $method: %e s" \
-    $S eval finetune "$run" --data digits --labels 10%,100% eval.finetune_epochs=20
+    $S eval finetune "$run" eval.finetune_epochs=20 --data digits --labels 10%,100%
 done

@@ -26,7 +26,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from selfsup.train.checkpoint import CheckpointError
     from selfsup.train.trainer import NonFiniteLossError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may follow the flags too (`eval finetune RUN --labels 1% k=v`):
+    # argparse stops filling the positional list at the first flag.
+    if extra:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     torch.set_float32_matmul_precision("high")
     try:
         with one_line_warnings():

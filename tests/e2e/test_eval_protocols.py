@@ -28,7 +28,8 @@ def _results(run_dir: Path) -> list[dict]:
 
 
 def test_finetune_with_10_percent_of_the_labels_beside_training_from_scratch(run_dir, capsys):
-    assert main(["eval", "finetune", str(run_dir), *FAST, "--labels", "10%"]) == 0
+    # overrides after the flags are overrides too
+    assert main(["eval", "finetune", str(run_dir), "--labels", "10%", *FAST]) == 0
     out, err = capsys.readouterr()
     assert "selfsup simclr" in out and "supervised from scratch" in out and "finetune 10%" in out
     assert "finetune (10% labels): lr" in err and "scoring the test split (once)" in err

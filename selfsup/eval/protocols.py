@@ -35,6 +35,7 @@ __all__ = [
     "IMAGE_PROTOCOLS",
     "PROTOCOLS",
     "PROTOCOL_HELP",
+    "feature_precision",
     "feature_protocol",
     "image_protocol",
     "image_recipe",
@@ -128,13 +129,16 @@ def feature_protocol(
     return result.test_accuracy, {"settings": settings, "selection": selection}
 
 
-def _precision(cfg: Config, device: torch.device | str, candidate: str) -> str:
-    """The precision of the candidate's features (raw pixels are always float32)."""
+def feature_precision(cfg: Config, device: torch.device | str) -> str:
+    """The precision features are extracted in (``eval.precision`` resolved on ``device``)."""
     from selfsup.train.device import precision_name, resolve_precision
 
-    if candidate == "raw pixels":
-        return "fp32"
     return precision_name(resolve_precision(cfg.eval.precision, torch.device(device)))
+
+
+def _precision(cfg: Config, device: torch.device | str, candidate: str) -> str:
+    """The precision of the candidate's features (raw pixels are always float32)."""
+    return "fp32" if candidate == "raw pixels" else feature_precision(cfg, device)
 
 
 def image_recipe(cfg: Config, protocol: str, fraction: float) -> FinetuneRecipe:

@@ -32,6 +32,7 @@ from selfsup.eval.protocols import (
     FEATURE_PROTOCOLS,
     IMAGE_PROTOCOLS,
     PROTOCOLS,
+    feature_precision,
     feature_protocol,
     image_protocol,
     linear_batch_norm,
@@ -117,13 +118,6 @@ def split_features(
         feats = features_of(encoder, dataset, cfg, device, p.update)
         p.result = f"{feats[0].shape[0]} x {feats[0].shape[1]}"
     return feats
-
-
-def feature_precision(cfg: Config, device: torch.device | str) -> str:
-    """The precision features are extracted in (``eval.precision`` resolved on ``device``)."""
-    from selfsup.train.device import precision_name, resolve_precision
-
-    return precision_name(resolve_precision(cfg.eval.precision, torch.device(device)))
 
 
 def pixel_features(dataset: ImageDataset, cfg: Config) -> tuple[Tensor, Tensor]:

@@ -346,6 +346,7 @@ NON_DEFAULT = {
     "train.checkpoint_every_steps": 100,
     "train.progress": False,
     "train.progress_every_s": 5.0,
+    "train.tensorboard": True,
     "train.keep_best": 0,
     "train.on_nonfinite": "skip",
     "eval.knn_k": 10,

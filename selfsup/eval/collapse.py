@@ -24,10 +24,16 @@ collapse (the features live in a handful of directions).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from selfsup.config import Config
+    from selfsup.data import ImageDataset
 
 __all__ = [
     "COLLAPSE_STD_RATIO",
@@ -36,6 +42,7 @@ __all__ = [
     "collapse_metrics",
     "diagnose",
     "rankme",
+    "two_view_features",
     "uniformity",
 ]
 
@@ -109,3 +116,47 @@ def diagnose(metrics: dict) -> list[str]:
             "weak augmentation, weight decay too low for a non-contrastive method"
         )
     return warnings
+
+
+def two_view_features(
+    encoder: nn.Module,
+    dataset: ImageDataset,
+    indices: Tensor,
+    cfg: Config,
+    device: torch.device | str,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Features of two augmented views of ``dataset[indices]`` for :func:`alignment`: the
+    method's first two view recipes (MAE: its one view, drawn twice), each from a generator
+    seeded with ``train.seed + 2 + k``, through the encoder in eval mode."""
+    from selfsup import build
+    from selfsup.data import iterate_batches
+    from selfsup.eval.features import extract_features
+    from selfsup.views import MultiViewTransform
+
+    assert cfg.views.mean is not None and cfg.views.std is not None
+    device = torch.device(device)
+    specs = build.method_view_specs(cfg)[:2]
+    specs = specs * 2 if len(specs) == 1 else specs
+    views = []
+    for k, spec in enumerate(specs):
+        recipe = MultiViewTransform([spec], cfg.views.mean, cfg.views.std)
+        generator = torch.Generator(device=device).manual_seed(cfg.train.seed + 2 + k)
+
+        def one_view(
+            images: Tensor,
+            recipe: MultiViewTransform = recipe,
+            generator: torch.Generator = generator,
+        ) -> Tensor:
+            return recipe(images, generator)[0]
+
+        features, _ = extract_features(
+            encoder,
+            iterate_batches(dataset, cfg.eval.batch_size, device, indices),
+            one_view,
+            device,
+            channels_last=cfg.train.channels_last,
+            progress=progress,
+        )
+        views.append(features)
+    return views[0], views[1]

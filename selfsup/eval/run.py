@@ -287,26 +287,12 @@ def representation(
     device: torch.device | str,
 ) -> dict[str, float]:
     """Collapse metrics of an encoder: std, RankMe, uniformity of its test features, and the
-    alignment of two views (the method's first two view recipes, seeded) of the first
+    alignment of two views (:func:`~selfsup.eval.collapse.two_view_features`) of the first
     :data:`REPRESENTATION_IMAGES` test images."""
-    from selfsup.eval.collapse import collapse_metrics
-    from selfsup.views.transforms import MultiViewTransform
+    from selfsup.eval.collapse import collapse_metrics, two_view_features
 
-    specs = build.method_view_specs(cfg)
-    specs = specs[:2] if len(specs) >= 2 else [specs[0], specs[0]]
-    assert cfg.views.mean is not None and cfg.views.std is not None
-    views = MultiViewTransform(specs, cfg.views.mean, cfg.views.std)
-    count = min(REPRESENTATION_IMAGES, len(test_set))
-    images, _ = test_set.get_batch(torch.arange(count))
-    generator = torch.Generator(device=device).manual_seed(cfg.train.seed)
-    modes = [(m, m.training) for m in encoder.modules()]
-    encoder.eval()
-    try:
-        first, second = views(images.to(device), generator)
-        pair = (encoder(first).flatten(1).cpu(), encoder(second).flatten(1).cpu())
-    finally:
-        for module, mode in modes:
-            module.training = mode
+    indices = torch.arange(min(REPRESENTATION_IMAGES, len(test_set)))
+    pair = two_view_features(encoder, test_set, indices, cfg, device)
     return collapse_metrics(test[0], views=pair)
 
 

@@ -17,21 +17,17 @@ their projections and with another scale.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from selfsup import build
 from selfsup.config import Config
-from selfsup.data import ImageDataset, iterate_batches
-from selfsup.eval.collapse import collapse_metrics, diagnose
-from selfsup.eval.features import extract_features
+from selfsup.data import ImageDataset
+from selfsup.eval.collapse import collapse_metrics, diagnose, two_view_features
 from selfsup.progress import ProgressStyle, phase
 from selfsup.train.knn_monitor import KNNResult, OnlineKNN
 from selfsup.train.online_probe import OnlineLinearProbe
-from selfsup.views import MultiViewTransform
 
 __all__ = ["ALIGNMENT_IMAGES", "EpochMeasures", "EpochMonitor"]
 
@@ -83,39 +79,20 @@ class EpochMonitor:
     def collapse(self, encoder: nn.Module, found: KNNResult, label: str = "") -> dict[str, float]:
         """:func:`collapse_metrics` of the k-NN's query features, with the alignment of two
         views of the first :data:`ALIGNMENT_IMAGES` query images (a phase on stderr)."""
-        t, e = self.cfg.train, self.cfg.eval
-        assert self.cfg.views.mean is not None and self.cfg.views.std is not None
-        test = self.eval_sets[1]
+        t = self.cfg.train
         indices = found.query_indices[:ALIGNMENT_IMAGES]
-        specs = build.method_view_specs(self.cfg)[:2]
-        specs = specs * 2 if len(specs) == 1 else specs  # MAE: two draws of its one view
         count = len(found.query)
         what = f"collapse metrics ({count} features, 2 x {len(indices)} views){label}"
         with phase(
             what, "extracting views", 2 * len(indices), "images", ProgressStyle.of(t)
         ) as step:
-            views = []
-            for k, spec in enumerate(specs):
-                recipe = MultiViewTransform([spec], self.cfg.views.mean, self.cfg.views.std)
-                generator = torch.Generator(device=self.device).manual_seed(t.seed + 2 + k)
-                features, _ = extract_features(
-                    encoder,
-                    iterate_batches(test, e.batch_size, self.device, indices),
-                    _one_view(recipe, generator),
-                    self.device,
-                    channels_last=t.channels_last,
-                    progress=step.update,
-                )
-                views.append(features)
-            metrics = collapse_metrics(found.query, views=(views[0], views[1]))
+            views = two_view_features(
+                encoder, self.eval_sets[1], indices, self.cfg, self.device, step.update
+            )
+            metrics = collapse_metrics(found.query, views=views)
             step.result = (
                 f"feature std {metrics['embedding_std']:.3f}, RankMe {metrics['rankme']:.1f} "
                 f"({100 * metrics['rankme_ratio']:.0f}% of {min(found.query.shape)}), "
                 f"uniformity {metrics['uniformity']:.2f}, alignment {metrics['alignment']:.3f}"
             )
         return metrics
-
-
-def _one_view(recipe: MultiViewTransform, generator: torch.Generator) -> Callable[[Tensor], Tensor]:
-    """uint8 images -> their (first) view of ``recipe``, drawn from ``generator``."""
-    return lambda images: recipe(images, generator)[0]

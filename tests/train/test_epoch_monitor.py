@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from selfsup import build
-from selfsup.train import epoch_monitor
+from selfsup.eval import features as features_module
 from selfsup.train.epoch_monitor import ALIGNMENT_IMAGES, EpochMonitor
 from selfsup.train.trainer import Trainer
 from tests.conftest import METHOD_OVERRIDES, tiny_config
@@ -62,14 +62,15 @@ def test_collapse_metrics_reuse_the_knn_features_and_cost_two_bounded_view_sets(
     """The k-NN's features are extracted once; the only extra passes are 2 x ALIGNMENT_IMAGES
     views, whatever the split sizes."""
     counted: list[int] = []
-    original = epoch_monitor.extract_features
+    original = features_module.extract_features
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         feats, labels = original(*args, **kwargs)
         counted.append(len(labels))
         return feats, labels
 
-    monkeypatch.setattr(epoch_monitor, "extract_features", counting)
+    # the view passes (eval.collapse.two_view_features) look it up in eval.features at call time
+    monkeypatch.setattr(features_module, "extract_features", counting)
     cfg = tiny_config("train.knn_every=1", "train.knn_train_samples=600")
     build.resolve_normalization(cfg, build.train_dataset(cfg))
     eval_sets = build.eval_datasets(cfg)

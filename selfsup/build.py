@@ -14,7 +14,7 @@ from torch import nn
 
 from selfsup.artifact import encoder_meta  # noqa: F401 (build.encoder_meta for callers)
 from selfsup.backbones import build_backbone
-from selfsup.config import Config, ViewsConfig
+from selfsup.config import Config, ViewsConfig, local_crop_size
 from selfsup.data import ImageDataset, TensorImageDataset, load_dataset
 from selfsup.methods import Method
 from selfsup.methods.registry import get_method
@@ -174,7 +174,7 @@ def apply_view_overrides(
     """The method's recipe with the user's ``views.*`` settings applied (null keeps the recipe).
 
     Sizes come from the recipe. ``views.crop_min_scale`` applies to the first ``num_global``
-    views only (default: all); DINO's local crops keep ``dino.local_crop_scale``.
+    views only (default: all); local crops keep ``views.local_crop_scale``.
     """
     blur = _per_view("blur_p", v.blur_p, len(specs))
     solarize = _per_view("solarize_p", v.solarize_p, len(specs))
@@ -201,10 +201,19 @@ def apply_view_overrides(
 
 
 def method_view_specs(cfg: Config) -> list[ViewSpec]:
-    """The method's own view recipe (REFERENCE.md, registered with the method), then the
-    config's ``views.*`` overrides."""
+    """The method's own view recipe (REFERENCE.md, registered with the method), its local
+    crops (``views.local_crops``, null = the method's count), then the config's ``views.*``
+    overrides."""
     entry = get_method(cfg.method)
-    return apply_view_overrides(entry.views(cfg), cfg.views, entry.num_global_views)
+    specs = entry.views(cfg)  # the global views
+    num_global = len(specs)
+    if entry.multicrop is not None:
+        count = cfg.views.local_crops
+        count = entry.multicrop.count if count is None else count
+        if count:
+            local = entry.multicrop.view(cfg, specs[0], local_crop_size(cfg))
+            specs = [*specs, *[local] * count]
+    return apply_view_overrides(specs, cfg.views, num_global)
 
 
 def eval_transform(cfg: Config) -> EvalTransform:

@@ -30,8 +30,8 @@ METHOD_OVERRIDES: dict[str, list[str]] = {
     "dino": [
         "method=dino",
         "views.size=16",
-        "dino.local_size=8",
-        "dino.num_local_crops=2",
+        "views.local_size=8",
+        "views.local_crops=2",
         "dino.out_dim=64",
         "dino.hidden_dim=32",
         "dino.bottleneck_dim=16",

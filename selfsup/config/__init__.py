@@ -48,8 +48,8 @@ from selfsup.config.sections import (
     EvalConfig,
     OptimConfig,
     TrainConfig,
-    ViewsConfig,
 )
+from selfsup.config.views import ViewsConfig, local_crop_size
 
 __all__ = [
     "DATASET_NAMES",
@@ -78,6 +78,7 @@ __all__ = [
     "config_changes",
     "iter_fields",
     "load_yaml",
+    "local_crop_size",
     "option_help",
     "set_key",
     "validate",

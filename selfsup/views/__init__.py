@@ -2,11 +2,16 @@
 
 ``ops`` holds the vectorised operations (each split into parameter sampling and application);
 ``spec`` holds :class:`ViewSpec`, one view's recipe; ``recipes`` the per-method presets;
-``transforms`` the :class:`MultiViewTransform` and :class:`EvalTransform` that apply them.
+``transforms`` the :class:`MultiViewTransform` and :class:`EvalTransform` that apply them;
+``multicrop`` the pairs and the per-resolution forward of local crops.
 """
 
+from selfsup.views.multicrop import crop_pairs, forward_by_size, size_groups
 from selfsup.views.recipes import (
+    byol_local_view,
     byol_views,
+    dino_global_views,
+    dino_local_view,
     dino_views,
     mae_view,
     moco_v2_view,
@@ -20,10 +25,16 @@ __all__ = [
     "EvalTransform",
     "MultiViewTransform",
     "ViewSpec",
+    "byol_local_view",
     "byol_views",
+    "crop_pairs",
+    "dino_global_views",
+    "dino_local_view",
     "dino_views",
+    "forward_by_size",
     "mae_view",
     "moco_v2_view",
     "simclr_small_view",
     "simclr_view",
+    "size_groups",
 ]

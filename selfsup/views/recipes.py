@@ -12,7 +12,10 @@ import math
 from selfsup.views.spec import ViewSpec
 
 __all__ = [
+    "byol_local_view",
     "byol_views",
+    "dino_global_views",
+    "dino_local_view",
     "dino_views",
     "mae_view",
     "moco_v2_view",
@@ -87,6 +90,19 @@ def byol_views(size: int = 224, crop_scale: tuple[float, float] = (0.08, 1.0)) -
         solarize_p=0.0,
     )
     return [common, dataclasses.replace(common, blur_p=0.1, solarize_p=0.2)]
+
+
+def byol_local_view(size: int = 96, scale: tuple[float, float] = (0.05, 0.14)) -> ViewSpec:
+    """A local crop for BYOL-style recipes (BYOL, MoCo v3 with ``views.local_crops``): the
+    common distortions of :func:`byol_views` with blur p 0.5 and no solarize, between its two
+    views (DINO's local crops, whose recipe is BYOL's, use the same).
+
+    Example:
+        >>> spec = byol_local_view(12)
+        >>> spec.size, spec.blur_p, spec.solarize_p
+        (12, 0.5, 0.0)
+    """
+    return dataclasses.replace(byol_views(size, scale)[0], blur_p=0.5, solarize_p=0.0)
 
 
 def moco_v2_view(size: int = 224) -> ViewSpec:
@@ -185,25 +201,32 @@ def dino_views(
             f"num_local must be an integer >= 0, got {num_local!r}; DINO uses 8 (code) or 10 "
             "(paper) local crops"
         )
+    local = dino_local_view(local_size, local_scale)
+    return [*dino_global_views(global_size, global_scale), *[local] * num_local]
 
-    def crop(size: int, scale: tuple[float, float], blur_p: float, solarize_p: float) -> ViewSpec:
-        sigma_max = 2.0
-        kernel = 2 * math.ceil(3 * sigma_max) + 1  # +-3 sigma
-        return ViewSpec(
-            size=size,
-            crop_scale=scale,
-            brightness=0.4,
-            contrast=0.4,
-            saturation=0.2,
-            hue=0.1,
-            blur_p=blur_p,
-            blur_sigma=(0.1, sigma_max),
-            blur_kernel_fraction=min(1.0, max(0.1, kernel / size)),
-            solarize_p=solarize_p,
-        )
 
-    return [
-        crop(global_size, global_scale, 1.0, 0.0),
-        crop(global_size, global_scale, 0.1, 0.2),
-        *[crop(local_size, local_scale, 0.5, 0.0) for _ in range(num_local)],
-    ]
+def _dino_crop(size: int, scale: tuple[float, float], blur_p: float, solarize_p: float) -> ViewSpec:
+    sigma_max = 2.0
+    kernel = 2 * math.ceil(3 * sigma_max) + 1  # +-3 sigma
+    return ViewSpec(
+        size=size,
+        crop_scale=scale,
+        brightness=0.4,
+        contrast=0.4,
+        saturation=0.2,
+        hue=0.1,
+        blur_p=blur_p,
+        blur_sigma=(0.1, sigma_max),
+        blur_kernel_fraction=min(1.0, max(0.1, kernel / size)),
+        solarize_p=solarize_p,
+    )
+
+
+def dino_global_views(size: int = 224, scale: tuple[float, float] = (0.4, 1.0)) -> list[ViewSpec]:
+    """DINO's two global crops (:func:`dino_views`): blur 1.0 / 0.1, solarize 0 / 0.2."""
+    return [_dino_crop(size, scale, 1.0, 0.0), _dino_crop(size, scale, 0.1, 0.2)]
+
+
+def dino_local_view(size: int = 96, scale: tuple[float, float] = (0.05, 0.4)) -> ViewSpec:
+    """One DINO local crop (:func:`dino_views`): blur 0.5, no solarize."""
+    return _dino_crop(size, scale, 0.5, 0.0)

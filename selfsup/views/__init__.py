@@ -8,8 +8,10 @@
 from selfsup.views.recipes import (
     byol_views,
     dino_views,
+    jigsaw_view,
     mae_view,
     moco_v2_view,
+    rotation_view,
     simclr_small_view,
     simclr_view,
 )
@@ -22,8 +24,10 @@ __all__ = [
     "ViewSpec",
     "byol_views",
     "dino_views",
+    "jigsaw_view",
     "mae_view",
     "moco_v2_view",
+    "rotation_view",
     "simclr_small_view",
     "simclr_view",
 ]

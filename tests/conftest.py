@@ -49,6 +49,7 @@ METHOD_OVERRIDES: dict[str, list[str]] = {
         "views.size=12",
         "jigsaw.num_permutations=10",
         "jigsaw.hidden_dim=32",
+        "train.online_linear=false",  # as its presets: no whole-image features in training
     ],
 }
 

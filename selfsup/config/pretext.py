@@ -112,6 +112,8 @@ class JigsawConfig(Section):
         "optim.lr_scaling": "linear",
         "optim.weight_decay": 5e-4,
         "optim.warmup_epochs": 0.0,
+        # training sees tiles only, never the whole-image features a probe would be tested on
+        "train.online_linear": False,
     }
 
     grid_size: Literal[2, 3] = Field(

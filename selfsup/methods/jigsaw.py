@@ -99,10 +99,12 @@ class Jigsaw(Method):
         permutation_seed: seed of the permutation set.
         hidden_dim: hidden width of the classifier on the ``T F`` concatenated features.
 
-    Logs ``jigsaw_accuracy`` (chance: 1/P) and ``embedding_std``. ``StepOutput.features`` and
-    ``embeddings`` are each image's tile features averaged over its tiles ``[N, F]``: the
-    backbone's features of the whole puzzle, pooled as the backbone pools, without a second
-    pass over the whole image.
+    Logs ``jigsaw_accuracy`` (chance: 1/P) and ``embedding_std`` of the ``embeddings``, each
+    image's tile features averaged over its tiles ``[N, F]``. ``StepOutput.features`` is None,
+    so the online linear probe is off (``train.online_linear=false`` in the method's
+    ``standalone`` options and presets): training never computes the features evaluation uses,
+    those of whole images, and a probe trained on pooled tile features and tested on whole
+    images measured chance (9.7% on digits, where the online k-NN on whole images read 71%).
 
     Example:
         >>> from selfsup.backbones import ResNet
@@ -113,7 +115,7 @@ class Jigsaw(Method):
         ((4, 3), (10, 9))
         >>> views = method.make_views(torch.randint(0, 256, (4, 1, 12, 12), dtype=torch.uint8))
         >>> out = method.training_step(views)
-        >>> out.loss.shape, out.features.shape, sorted(out.logs)
+        >>> out.loss.shape, out.embeddings.shape, sorted(out.logs)
         (torch.Size([]), torch.Size([4, 64]), ['embedding_std', 'jigsaw_accuracy'])
     """
 
@@ -202,12 +204,12 @@ class Jigsaw(Method):
         h = self.forward_tiles(puzzles.tiles)  # [N, T, F]
         logits = self.forward_classifier(h)  # [N, P]
         loss = F.cross_entropy(logits.float(), puzzles.labels)
-        pooled = h.detach().mean(dim=1)  # [N, F]: the whole puzzle, pooled over its tiles
+        pooled = h.detach().mean(dim=1)  # [N, F]: each puzzle's tiles, pooled
         logs = {
             "jigsaw_accuracy": (logits.detach().argmax(1) == puzzles.labels).float().mean(),
             "embedding_std": embedding_std(pooled),
         }
-        return StepOutput(loss, logs, pooled, features=pooled)
+        return StepOutput(loss, logs, pooled, features=None)  # no whole-image features
 
     def _load_from_state_dict(
         self,

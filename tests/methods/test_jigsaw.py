@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from torch import nn
 from selfsup import build
 from selfsup.backbones import FeatureBackbone, ResNet, build_vit
 from selfsup.cli.run_commands import build_config
-from selfsup.config import ConfigError, apply_overrides
+from selfsup.config import Config, ConfigError, apply_overrides
 from selfsup.methods.jigsaw import Jigsaw
 from selfsup.nn import puzzle
 from selfsup.nn.puzzle import (
@@ -31,6 +32,7 @@ from selfsup.train.trainer import Trainer
 from selfsup.views import MultiViewTransform, jigsaw_view
 from tests.conftest import METHOD_OVERRIDES, tiny_config
 
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 ALL_9 = np.array(list(itertools.permutations(range(9))), dtype=np.int8)  # [9!, 9]
 
 
@@ -187,9 +189,11 @@ def test_loss_and_features_against_a_numpy_recomputation() -> None:
     expected = -_np_log_softmax(logits)[np.arange(8), labels].mean()
     assert out.loss.item() == pytest.approx(expected, rel=1e-5)
     assert out.logs["jigsaw_accuracy"].item() == pytest.approx((logits.argmax(1) == labels).mean())
-    # features: each image's tile features averaged over its 9 tiles, detached
-    assert out.features is not None and not out.features.requires_grad
-    np.testing.assert_allclose(out.features.numpy(), h.mean(1), rtol=1e-5, atol=1e-6)
+    # embeddings: each image's tile features averaged over its 9 tiles, detached; no
+    # features for the online probe (training never sees whole images)
+    assert out.embeddings is not None and not out.embeddings.requires_grad
+    np.testing.assert_allclose(out.embeddings.numpy(), h.mean(1), rtol=1e-5, atol=1e-6)
+    assert out.features is None
     out.loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in method.parameters())
 
@@ -245,16 +249,18 @@ def test_impossible_puzzles_are_config_errors(overrides: list[str], match: str) 
         cfg.validate()
 
 
-def test_fashion_mnist_preset_sizes_and_null_tile_follow_the_papers_ratio() -> None:
-    cfg = apply_overrides(tiny_config(), ["method=jigsaw", "views.size=30"])
-    cfg.validate()
-    vit = apply_overrides(
-        tiny_config(), ["method=jigsaw", "views.size=32", "backbone.name=vit_micro"]
-    )
-    vit.backbone.patch_size = 4
+def test_fashion_mnist_preset_and_a_null_tile_at_the_papers_ratio() -> None:
+    preset = Config.from_yaml(CONFIGS / "jigsaw_fashion_mnist.yaml").validate()
+    preset.views.mean, preset.views.std = [0.5], [0.25]
+    preset.jigsaw.hidden_dim = 32
+    method = build.make_method(preset, in_channels=1)
+    assert isinstance(method, Jigsaw)
+    assert (method.cell_size, method.tile_size, method.num_permutations) == (10, 8, 100)
+    # null: 64/75 of a 10 px cell = 8.5, down to 8, a multiple of the ViT's 4 px patches
+    vit = apply_overrides(tiny_config(), ["method=jigsaw", "backbone.name=vit_micro"])
+    vit.views.size, vit.backbone.patch_size = 32, 4
     vit.views.mean, vit.views.std = [0.5], [0.25]
-    vit.validate()  # null tile: 8 px (64/75 of 10 px, a multiple of 4)
-    method = build.make_method(vit, in_channels=1)
+    method = build.make_method(vit.validate(), in_channels=1)
     assert isinstance(method, Jigsaw) and method.tile_size == 8
 
 
@@ -278,7 +284,7 @@ def test_the_backbone_trains_on_tiles_and_encodes_whole_images(name: str) -> Non
 def test_method_alone_starts_from_the_papers_sgd_with_a_puzzle_that_fits() -> None:
     cfg = build_config(None, ["method=jigsaw"])
     assert (cfg.optim.name, cfg.optim.base_lr, cfg.optim.weight_decay) == ("sgd", 0.01, 5e-4)
-    assert cfg.optim.warmup_epochs == 0
+    assert cfg.optim.warmup_epochs == 0 and cfg.train.online_linear is False
 
 
 # ---------------------------------------------------------------------------------------

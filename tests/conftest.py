@@ -43,6 +43,14 @@ METHOD_OVERRIDES: dict[str, list[str]] = {
         "optim.clip_grad=3.0",
         "optim.clip_grad_mode=per_tensor",
     ],
+    "rotation": ["method=rotation", "rotation.hidden_dim=32"],
+    "jigsaw": [  # 12 px views of the 8 px digits: 4 px cells, 3 px tiles
+        "method=jigsaw",
+        "views.size=12",
+        "jigsaw.num_permutations=10",
+        "jigsaw.hidden_dim=32",
+        "train.online_linear=false",  # as its presets: no whole-image features in training
+    ],
 }
 
 

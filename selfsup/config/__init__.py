@@ -29,6 +29,7 @@ from selfsup.config.methods import (
     MoCoV3Config,
     SimCLRConfig,
 )
+from selfsup.config.pretext import JigsawConfig, RotationConfig
 from selfsup.config.root import (
     Config,
     apply_method_defaults,
@@ -64,11 +65,13 @@ __all__ = [
     "DataConfig",
     "DatasetName",
     "EvalConfig",
+    "JigsawConfig",
     "MAEConfig",
     "MethodName",
     "MoCoConfig",
     "MoCoV3Config",
     "OptimConfig",
+    "RotationConfig",
     "Section",
     "SimCLRConfig",
     "TrainConfig",

@@ -13,11 +13,12 @@ from pydantic import Field
 
 from selfsup.config.base import CROP_SCALE, Bool, CropScale, Float, Int, Section, says
 from selfsup.config.errors import ConfigError
+from selfsup.config.pretext import JigsawConfig, RotationConfig
 
 if TYPE_CHECKING:
     from selfsup.config.root import Config
 
-MethodName = Literal["simclr", "moco", "mocov3", "byol", "mae", "dino"]
+MethodName = Literal["simclr", "moco", "mocov3", "byol", "mae", "dino", "rotation", "jigsaw"]
 
 
 def _need_two_images(cfg: Config, why: str) -> None:
@@ -289,4 +290,6 @@ METHOD_SECTIONS: dict[str, type[Section]] = {
     cls.section: cls
     for cls in (SimCLRConfig, MoCoConfig, MoCoV3Config, BYOLConfig, MAEConfig, DINOConfig)
 }
+# the pretext tasks' sections live in config/pretext.py
+METHOD_SECTIONS |= {cls.section: cls for cls in (RotationConfig, JigsawConfig)}
 METHODS: tuple[str, ...] = tuple(METHOD_SECTIONS)

@@ -28,6 +28,7 @@ from selfsup.config.methods import (
     MoCoV3Config,
     SimCLRConfig,
 )
+from selfsup.config.pretext import JigsawConfig, RotationConfig
 from selfsup.config.sections import (
     BackboneConfig,
     DataConfig,
@@ -66,6 +67,8 @@ class Config(ConfigModel):
     byol: BYOLConfig = Field(default_factory=BYOLConfig)
     mae: MAEConfig = Field(default_factory=MAEConfig)
     dino: DINOConfig = Field(default_factory=DINOConfig)
+    rotation: RotationConfig = Field(default_factory=RotationConfig)
+    jigsaw: JigsawConfig = Field(default_factory=JigsawConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)

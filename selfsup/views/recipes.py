@@ -1,4 +1,5 @@
-"""The per-method view presets: SimCLR, BYOL, MoCo v2, MAE and DINO's multi-crop.
+"""The per-method view presets: SimCLR, BYOL, MoCo v2, MAE, DINO's multi-crop, and the crops
+that rotation prediction and jigsaw puzzles start from.
 
 Each returns :class:`ViewSpec` objects with the reference implementation's values; the
 docstrings name the paper, the official code and where this library differs from it.
@@ -17,8 +18,10 @@ __all__ = [
     "dino_global_views",
     "dino_local_view",
     "dino_views",
+    "jigsaw_view",
     "mae_view",
     "moco_v2_view",
+    "rotation_view",
     "simclr_small_view",
     "simclr_view",
 ]
@@ -230,3 +233,37 @@ def dino_global_views(size: int = 224, scale: tuple[float, float] = (0.4, 1.0)) 
 def dino_local_view(size: int = 96, scale: tuple[float, float] = (0.05, 0.4)) -> ViewSpec:
     """One DINO local crop (:func:`dino_views`): blur 0.5, no solarize."""
     return _dino_crop(size, scale, 0.5, 0.0)
+
+
+def rotation_view(size: int = 224, crop_scale: tuple[float, float] = (0.5, 1.0)) -> ViewSpec:
+    """RotNet's view (Gidaris et al. 2018), before the four rotations: a mild crop and a flip.
+
+    RandomResizedCrop(area ``crop_scale``, aspect 3/4-4/3) + horizontal flip 0.5; no colour
+    jitter, grayscale, blur or solarize: the task is the image's orientation, which colour
+    changes neither hide nor reveal. The official CIFAR-10 code augments with a random 32 px
+    crop of the image padded by 4 px and a horizontal flip; a resized crop of at least half
+    the area is our equally mild, size-agnostic stand-in.
+
+    Example:
+        >>> spec = rotation_view(32)
+        >>> spec.crop_scale, spec.flip_p, spec.jitter_p, spec.blur_p
+        ((0.5, 1.0), 0.5, 0.0, 0.0)
+    """
+    return dataclasses.replace(mae_view(size), crop_scale=crop_scale)
+
+
+def jigsaw_view(size: int = 225, crop_scale: tuple[float, float] = (0.6, 1.0)) -> ViewSpec:
+    """The crop a jigsaw puzzle is cut from (Noroozi & Favaro 2016): crop and flip only.
+
+    RandomResizedCrop(area ``crop_scale``, aspect 3/4-4/3) to ``size`` + horizontal flip 0.5,
+    no colour operations (each tile is normalised on its own afterwards). The paper cuts a
+    225 px crop at a random position of the image resized to 256 px (about 0.77 of its
+    area, not rescaled); on small images a resized crop keeps the puzzle at ``size`` without
+    cutting the image down further.
+
+    Example:
+        >>> spec = jigsaw_view(30)
+        >>> spec.size, spec.crop_scale, spec.jitter_p, spec.gray_p
+        (30, (0.6, 1.0), 0.0, 0.0)
+    """
+    return dataclasses.replace(mae_view(size), crop_scale=crop_scale)

@@ -43,6 +43,15 @@ METHOD_OVERRIDES: dict[str, list[str]] = {
         "optim.clip_grad=3.0",
         "optim.clip_grad_mode=per_tensor",
     ],
+    "colorization": [  # colour data: scikit-image's photographs, 16 px patches
+        "method=colorization",
+        "data.dataset=photo_patches",
+        "data.image_size=16",
+        "views.size=16",
+        "colorization.head_dim=16",
+        "optim.name=adamw",
+        "optim.base_lr=1e-3",
+    ],
 }
 
 

@@ -13,12 +13,13 @@ from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
 from selfsup.config.base import Bool, Float, Int, Section, says
+from selfsup.config.colorization import ColorizationConfig
 from selfsup.config.errors import ConfigError
 
 if TYPE_CHECKING:
     from selfsup.config.root import Config
 
-MethodName = Literal["simclr", "moco", "mocov3", "byol", "mae", "dino"]
+MethodName = Literal["simclr", "moco", "mocov3", "byol", "mae", "dino", "colorization"]
 
 
 def _need_two_images(cfg: Config, why: str) -> None:
@@ -327,4 +328,5 @@ METHOD_SECTIONS: dict[str, type[Section]] = {
     cls.section: cls
     for cls in (SimCLRConfig, MoCoConfig, MoCoV3Config, BYOLConfig, MAEConfig, DINOConfig)
 }
+METHOD_SECTIONS[ColorizationConfig.section] = ColorizationConfig  # its own file
 METHODS: tuple[str, ...] = tuple(METHOD_SECTIONS)

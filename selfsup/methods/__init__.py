@@ -2,6 +2,7 @@
 
 from selfsup.methods.base import Method, Progress, StepOutput, embedding_std
 from selfsup.methods.byol import BYOL
+from selfsup.methods.colorization import Colorization
 from selfsup.methods.dino import DINO
 from selfsup.methods.mae import MAE
 from selfsup.methods.moco import MoCo
@@ -9,7 +10,7 @@ from selfsup.methods.mocov3 import MoCoV3
 from selfsup.methods.simclr import SimCLR
 
 METHOD_CLASSES: dict[str, type[Method]] = {
-    cls.name: cls for cls in (SimCLR, MoCo, MoCoV3, BYOL, MAE, DINO)
+    cls.name: cls for cls in (SimCLR, MoCo, MoCoV3, BYOL, MAE, DINO, Colorization)
 }
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "DINO",
     "MAE",
     "METHOD_CLASSES",
+    "Colorization",
     "Method",
     "MoCo",
     "MoCoV3",

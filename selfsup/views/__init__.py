@@ -7,6 +7,7 @@
 
 from selfsup.views.recipes import (
     byol_views,
+    colorization_view,
     dino_views,
     mae_view,
     moco_v2_view,
@@ -21,6 +22,7 @@ __all__ = [
     "MultiViewTransform",
     "ViewSpec",
     "byol_views",
+    "colorization_view",
     "dino_views",
     "mae_view",
     "moco_v2_view",

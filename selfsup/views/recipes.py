@@ -1,4 +1,4 @@
-"""The per-method view presets: SimCLR, BYOL, MoCo v2, MAE and DINO's multi-crop.
+"""The per-method view presets: SimCLR, BYOL, MoCo v2, MAE, DINO's multi-crop, Colorization.
 
 Each returns :class:`ViewSpec` objects with the reference implementation's values; the
 docstrings name the paper, the official code and where this library differs from it.
@@ -13,6 +13,7 @@ from selfsup.views.spec import ViewSpec
 
 __all__ = [
     "byol_views",
+    "colorization_view",
     "dino_views",
     "mae_view",
     "moco_v2_view",
@@ -207,3 +208,21 @@ def dino_views(
         crop(global_size, global_scale, 0.1, 0.2),
         *[crop(local_size, local_scale, 0.5, 0.0) for _ in range(num_local)],
     ]
+
+
+def colorization_view(size: int = 224) -> ViewSpec:
+    """Colorization's view (Zhang et al. 2016): crop and flip, nothing that changes colour.
+
+    The recipe of :func:`mae_view`: RandomResizedCrop(area 0.2-1, aspect 3/4-4/3) + horizontal
+    flip 0.5; no colour jitter, no grayscale, no blur, no solarize, since the view's colours are
+    the targets the network predicts.
+
+    Differences from the reference: the paper crops full-size ImageNet images; here the crop's
+    area is drawn in 0.2-1 of the image and resized bilinearly to ``size``.
+
+    Example:
+        >>> spec = colorization_view(32)
+        >>> spec.crop_scale, spec.jitter_p, spec.gray_p, spec.blur_p
+        ((0.2, 1.0), 0.0, 0.0, 0.0)
+    """
+    return mae_view(size)

@@ -202,6 +202,8 @@ def annealed_mean(logits: Tensor, bins: Tensor, temperature: float = 0.38, dim: 
             "(the paper uses 0.38)"
         )
     probs = torch.softmax(logits.float() / temperature, dim=dim).movedim(dim, -1)  # [..., Q]
-    # element-wise sum over Q: a matmul would run in bf16 under CPU autocast
-    ab = (probs.unsqueeze(-1) * bins.float()).sum(dim=-2)  # [..., 2]
-    return ab.movedim(-1, dim)
+    # element-wise sums over Q, a and b apart ([..., Q] at a time): a matmul would run in bf16
+    # under autocast
+    centres = bins.float()
+    ab = torch.stack([(probs * centres[:, i]).sum(dim=-1) for i in range(2)], dim=-1)
+    return ab.movedim(-1, dim)  # [..., 2] -> 2 along dim

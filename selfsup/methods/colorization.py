@@ -40,9 +40,10 @@ Differences from the reference:
     * The encoder is this library's ResNet (or ViT) with a two-convolution decoder on its last
       stage, not the paper's VGG-style network with dilated convolutions; the decoder upsamples
       bilinearly to 1/4 of the input where the paper's network has a deconvolution.
-    * Targets are ``ab`` averaged over 4x4 blocks (the released code subsamples ab); the
-      prior is counted the same way on images resized to the view size, from at most
-      ``prior_images`` training images evenly spread over the dataset (the paper: ImageNet).
+    * Targets are ``ab`` averaged over 4x4 blocks (our choice: taking one pixel per block is
+      the other way to reach the prediction's resolution); the prior is counted the same way on
+      images resized to the view size, from at most ``prior_images`` training images evenly
+      spread over the dataset (the paper: ImageNet).
     * The losses are means over locations and images (the paper sums over pixels), regression on
       ``ab / 110``.
     * Optimiser (``method=colorization`` alone): AdamW with decoupled weight decay and a cosine

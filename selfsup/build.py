@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from selfsup.artifact import encoder_meta  # noqa: F401 (build.encoder_meta for callers)
-from selfsup.backbones import build_backbone
+from selfsup.backbones import LightnessEncoder, build_backbone
 from selfsup.config import Config, ViewsConfig, local_crop_size
 from selfsup.data import ImageDataset, TensorImageDataset, load_dataset
 from selfsup.methods import Method
@@ -131,10 +131,22 @@ def cifar_stem(cfg: Config) -> bool:
 
 
 def make_backbone(cfg: Config, in_channels: int) -> nn.Module:
+    """The configured backbone for ``in_channels``-channel images. For a method whose encoder
+    sees lightness (``encoder_input == "lightness"``: Colorization) it is a 1-channel backbone
+    inside a :class:`~selfsup.backbones.LightnessEncoder`, which takes the normalised RGB images
+    every evaluation and export path feeds it."""
     b = cfg.backbone
+    lightness = get_method(cfg.method).cls.encoder_input == "lightness"
+    if lightness and in_channels != 3:
+        raise ValueError(
+            f"method={cfg.method} predicts colour from the lightness of RGB images, but the data "
+            f"has {in_channels} channel(s) (data.dataset={cfg.data.dataset}); train on colour "
+            "images: data.dataset=photo_patches, data.dataset=cifar10 or a folder of colour "
+            "images (and leave data.channels unset or 3)"
+        )
     backbone = build_backbone(
         b.name,
-        in_channels,
+        1 if lightness else in_channels,
         b.width,
         cifar_stem(cfg),
         b.zero_init_residual,
@@ -152,6 +164,13 @@ def make_backbone(cfg: Config, in_channels: int) -> nn.Module:
             )
         # MoCo v3's stop-grad-conv1: the random patch projection stays fixed (more stable).
         patch_embed.requires_grad_(False)
+    if lightness:
+        if cfg.views.mean is None or cfg.views.std is None:
+            raise ValueError(
+                "views.mean/std unresolved: call resolve_normalization(cfg, dataset) first (the "
+                "lightness encoder undoes the normalisation of its RGB input)"
+            )
+        return LightnessEncoder(backbone, cfg.views.mean, cfg.views.std)
     return backbone
 
 

@@ -51,6 +51,15 @@ METHOD_OVERRIDES: dict[str, list[str]] = {
         "jigsaw.hidden_dim=32",
         "train.online_linear=false",  # as its presets: no whole-image features in training
     ],
+    "colorization": [  # colour data: scikit-image's photographs, 16 px patches
+        "method=colorization",
+        "data.dataset=photo_patches",
+        "data.image_size=16",
+        "views.size=16",
+        "colorization.head_dim=16",
+        "optim.name=adamw",
+        "optim.base_lr=1e-3",
+    ],
 }
 
 

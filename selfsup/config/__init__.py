@@ -17,6 +17,7 @@ Example:
 """
 
 from selfsup.config.base import ConfigModel, Section
+from selfsup.config.colorization import ColorizationConfig
 from selfsup.config.errors import ConfigError
 from selfsup.config.methods import (
     METHOD_SECTIONS,
@@ -58,6 +59,7 @@ __all__ = [
     "METHOD_SECTIONS",
     "BYOLConfig",
     "BackboneConfig",
+    "ColorizationConfig",
     "Config",
     "ConfigError",
     "ConfigModel",

@@ -12,13 +12,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field
 
 from selfsup.config.base import CROP_SCALE, Bool, CropScale, Float, Int, Section, says
+from selfsup.config.colorization import ColorizationConfig
 from selfsup.config.errors import ConfigError
 from selfsup.config.pretext import JigsawConfig, RotationConfig
 
 if TYPE_CHECKING:
     from selfsup.config.root import Config
 
-MethodName = Literal["simclr", "moco", "mocov3", "byol", "mae", "dino", "rotation", "jigsaw"]
+MethodName = Literal[
+    "simclr", "moco", "mocov3", "byol", "mae", "dino", "rotation", "jigsaw", "colorization"
+]
 
 
 def _need_two_images(cfg: Config, why: str) -> None:
@@ -292,4 +295,5 @@ METHOD_SECTIONS: dict[str, type[Section]] = {
 }
 # the pretext tasks' sections live in config/pretext.py
 METHOD_SECTIONS |= {cls.section: cls for cls in (RotationConfig, JigsawConfig)}
+METHOD_SECTIONS[ColorizationConfig.section] = ColorizationConfig  # its own file
 METHODS: tuple[str, ...] = tuple(METHOD_SECTIONS)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, ValidationError
 from pydantic.fields import FieldInfo
 
 from selfsup.config.base import ConfigModel, Section, all_keys
+from selfsup.config.colorization import ColorizationConfig
 from selfsup.config.errors import ConfigError, explain, rule, section_message, unknown_key_message
 from selfsup.config.methods import (
     METHODS,
@@ -69,6 +70,7 @@ class Config(ConfigModel):
     dino: DINOConfig = Field(default_factory=DINOConfig)
     rotation: RotationConfig = Field(default_factory=RotationConfig)
     jigsaw: JigsawConfig = Field(default_factory=JigsawConfig)
+    colorization: ColorizationConfig = Field(default_factory=ColorizationConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)

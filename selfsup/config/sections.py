@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from selfsup.config.root import Config
 
 DatasetName = Literal[
-    "fashion_mnist", "mnist", "cifar10", "cifar100", "digits", "folder", "filelist"
+    "fashion_mnist", "mnist", "cifar10", "cifar100", "digits", "photo_patches", "folder", "filelist"
 ]
 DATASET_NAMES: tuple[str, ...] = typing.get_args(DatasetName)
 

@@ -2,6 +2,7 @@
 
 from selfsup.methods.base import Method, Progress, StepOutput, embedding_std
 from selfsup.methods.byol import BYOL
+from selfsup.methods.colorization import Colorization
 from selfsup.methods.dino import DINO
 from selfsup.methods.jigsaw import Jigsaw
 from selfsup.methods.mae import MAE
@@ -11,7 +12,7 @@ from selfsup.methods.rotation import Rotation
 from selfsup.methods.simclr import SimCLR
 
 METHOD_CLASSES: dict[str, type[Method]] = {
-    cls.name: cls for cls in (SimCLR, MoCo, MoCoV3, BYOL, MAE, DINO)
+    cls.name: cls for cls in (SimCLR, MoCo, MoCoV3, BYOL, MAE, DINO, Colorization)
 }
 METHOD_CLASSES |= {cls.name: cls for cls in (Rotation, Jigsaw)}  # pretext tasks
 
@@ -20,6 +21,7 @@ __all__ = [
     "DINO",
     "MAE",
     "METHOD_CLASSES",
+    "Colorization",
     "Jigsaw",
     "Method",
     "MoCo",

@@ -10,6 +10,7 @@ from selfsup.views.multicrop import crop_pairs, forward_by_size, size_groups
 from selfsup.views.recipes import (
     byol_local_view,
     byol_views,
+    colorization_view,
     dino_global_views,
     dino_local_view,
     dino_views,
@@ -29,6 +30,7 @@ __all__ = [
     "ViewSpec",
     "byol_local_view",
     "byol_views",
+    "colorization_view",
     "crop_pairs",
     "dino_global_views",
     "dino_local_view",

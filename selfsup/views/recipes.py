@@ -1,5 +1,5 @@
-"""The per-method view presets: SimCLR, BYOL, MoCo v2, MAE, DINO's multi-crop, and the crops
-that rotation prediction and jigsaw puzzles start from.
+"""The per-method view presets: SimCLR, BYOL, MoCo v2, MAE, DINO's multi-crop, Colorization, and
+the crops that rotation prediction and jigsaw puzzles start from.
 
 Each returns :class:`ViewSpec` objects with the reference implementation's values; the
 docstrings name the paper, the official code and where this library differs from it.
@@ -15,6 +15,7 @@ from selfsup.views.spec import ViewSpec
 __all__ = [
     "byol_local_view",
     "byol_views",
+    "colorization_view",
     "dino_global_views",
     "dino_local_view",
     "dino_views",
@@ -267,3 +268,21 @@ def jigsaw_view(size: int = 225, crop_scale: tuple[float, float] = (0.6, 1.0)) -
         (30, (0.6, 1.0), 0.0, 0.0)
     """
     return dataclasses.replace(mae_view(size), crop_scale=crop_scale)
+
+
+def colorization_view(size: int = 224) -> ViewSpec:
+    """Colorization's view (Zhang et al. 2016): crop and flip, nothing that changes colour.
+
+    The recipe of :func:`mae_view`: RandomResizedCrop(area 0.2-1, aspect 3/4-4/3) + horizontal
+    flip 0.5; no colour jitter, no grayscale, no blur, no solarize, since the view's colours are
+    the targets the network predicts.
+
+    Differences from the reference: the paper crops full-size ImageNet images; here the crop's
+    area is drawn in 0.2-1 of the image and resized bilinearly to ``size``.
+
+    Example:
+        >>> spec = colorization_view(32)
+        >>> spec.crop_scale, spec.jitter_p, spec.gray_p, spec.blur_p
+        ((0.2, 1.0), 0.0, 0.0, 0.0)
+    """
+    return mae_view(size)

@@ -43,6 +43,24 @@ METHOD_OVERRIDES: dict[str, list[str]] = {
         "optim.clip_grad=3.0",
         "optim.clip_grad_mode=per_tensor",
     ],
+    "simsiam": [
+        "method=simsiam",
+        "simsiam.proj_hidden_dim=32",
+        "simsiam.proj_out_dim=32",
+        "simsiam.pred_hidden_dim=8",
+    ],
+    "barlow": ["method=barlow", "barlow.proj_hidden_dim=32", "barlow.proj_out_dim=32"],
+    "vicreg": ["method=vicreg", "vicreg.proj_hidden_dim=32", "vicreg.proj_out_dim=32"],
+    "swav": [
+        "method=swav",
+        "swav.proj_hidden_dim=32",
+        "swav.proj_out_dim=16",
+        "swav.num_prototypes=32",
+        # the queue starts in epoch 2 of the resume tests (22 steps per epoch) and fills in 2
+        "swav.queue_length=128",
+        "swav.queue_start_epoch=1",
+        "swav.freeze_prototypes_epochs=0.2",
+    ],
 }
 
 

@@ -14,11 +14,14 @@ from pydantic_core import PydanticCustomError
 
 from selfsup.config.base import Bool, Float, Int, Section, says
 from selfsup.config.errors import ConfigError
+from selfsup.config.siamese import BarlowConfig, SimSiamConfig, SwAVConfig, VICRegConfig
 
 if TYPE_CHECKING:
     from selfsup.config.root import Config
 
-MethodName = Literal["simclr", "moco", "mocov3", "byol", "mae", "dino"]
+MethodName = Literal[
+    "simclr", "moco", "mocov3", "byol", "mae", "dino", "simsiam", "barlow", "vicreg", "swav"
+]
 
 
 def _need_two_images(cfg: Config, why: str) -> None:
@@ -327,4 +330,7 @@ METHOD_SECTIONS: dict[str, type[Section]] = {
     cls.section: cls
     for cls in (SimCLRConfig, MoCoConfig, MoCoV3Config, BYOLConfig, MAEConfig, DINOConfig)
 }
+METHOD_SECTIONS.update(
+    {cls.section: cls for cls in (SimSiamConfig, BarlowConfig, VICRegConfig, SwAVConfig)}
+)
 METHODS: tuple[str, ...] = tuple(METHOD_SECTIONS)

@@ -36,6 +36,7 @@ from selfsup.config.sections import (
     TrainConfig,
     ViewsConfig,
 )
+from selfsup.config.siamese import BarlowConfig, SimSiamConfig, SwAVConfig, VICRegConfig
 
 # renamed: the warm-up was a fraction of the run, it is now in epochs (as in the official code)
 OLD_WARMUP_KEY = "dino.teacher_temperature_warmup"
@@ -60,6 +61,10 @@ class Config(ConfigModel):
     byol: BYOLConfig = Field(default_factory=BYOLConfig)
     mae: MAEConfig = Field(default_factory=MAEConfig)
     dino: DINOConfig = Field(default_factory=DINOConfig)
+    simsiam: SimSiamConfig = Field(default_factory=SimSiamConfig)
+    barlow: BarlowConfig = Field(default_factory=BarlowConfig)
+    vicreg: VICRegConfig = Field(default_factory=VICRegConfig)
+    swav: SwAVConfig = Field(default_factory=SwAVConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)

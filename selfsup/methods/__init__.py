@@ -1,5 +1,6 @@
 """SSL methods, one file each, mapping to their papers."""
 
+from selfsup.methods.barlow import BarlowTwins
 from selfsup.methods.base import Method, Progress, StepOutput, embedding_std
 from selfsup.methods.byol import BYOL
 from selfsup.methods.dino import DINO
@@ -7,21 +8,29 @@ from selfsup.methods.mae import MAE
 from selfsup.methods.moco import MoCo
 from selfsup.methods.mocov3 import MoCoV3
 from selfsup.methods.simclr import SimCLR
+from selfsup.methods.simsiam import SimSiam
+from selfsup.methods.swav import SwAV
+from selfsup.methods.vicreg import VICReg
 
 METHOD_CLASSES: dict[str, type[Method]] = {
     cls.name: cls for cls in (SimCLR, MoCo, MoCoV3, BYOL, MAE, DINO)
 }
+METHOD_CLASSES.update({cls.name: cls for cls in (SimSiam, BarlowTwins, VICReg, SwAV)})
 
 __all__ = [
     "BYOL",
     "DINO",
     "MAE",
     "METHOD_CLASSES",
+    "BarlowTwins",
     "Method",
     "MoCo",
     "MoCoV3",
     "Progress",
     "SimCLR",
+    "SimSiam",
     "StepOutput",
+    "SwAV",
+    "VICReg",
     "embedding_std",
 ]

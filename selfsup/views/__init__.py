@@ -12,6 +12,7 @@ from selfsup.views.recipes import (
     moco_v2_view,
     simclr_small_view,
     simclr_view,
+    swav_view,
 )
 from selfsup.views.spec import ViewSpec
 from selfsup.views.transforms import EvalTransform, MultiViewTransform
@@ -26,4 +27,5 @@ __all__ = [
     "moco_v2_view",
     "simclr_small_view",
     "simclr_view",
+    "swav_view",
 ]

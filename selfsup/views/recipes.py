@@ -1,4 +1,4 @@
-"""The per-method view presets: SimCLR, BYOL, MoCo v2, MAE and DINO's multi-crop.
+"""The per-method view presets: SimCLR, BYOL, MoCo v2, MAE, DINO's multi-crop and SwAV.
 
 Each returns :class:`ViewSpec` objects with the reference implementation's values; the
 docstrings name the paper, the official code and where this library differs from it.
@@ -18,6 +18,7 @@ __all__ = [
     "moco_v2_view",
     "simclr_small_view",
     "simclr_view",
+    "swav_view",
 ]
 
 
@@ -207,3 +208,22 @@ def dino_views(
         crop(global_size, global_scale, 0.1, 0.2),
         *[crop(local_size, local_scale, 0.5, 0.0) for _ in range(num_local)],
     ]
+
+
+def swav_view(size: int = 224, crop_scale: tuple[float, float] = (0.14, 1.0)) -> ViewSpec:
+    """SwAV's crop (Caron et al. 2020; official ``multicropdataset.py``): SimCLR's colour
+    distortion at strength 1 and Gaussian blur p 0.5, for global and local crops alike.
+
+    RandomResizedCrop(area ``crop_scale``: (0.14, 1) for the global crops, (0.05, 0.14) for the
+    local ones), flip 0.5, colour jitter (0.8, 0.8, 0.8, 0.2) with p 0.8, grayscale 0.2, blur
+    p 0.5 with sigma U(0.1, 2).
+
+    Differences from the reference: the official blur is PIL's ``GaussianBlur(radius=sigma)``;
+    here the kernel side is ~10% of ``size``. Bilinear resizing without antialiasing.
+
+    Example:
+        >>> spec = swav_view(32)
+        >>> spec.crop_scale, spec.brightness, spec.blur_p
+        ((0.14, 1.0), 0.8, 0.5)
+    """
+    return simclr_view(size, color_strength=1.0, blur=True, crop_scale=crop_scale)

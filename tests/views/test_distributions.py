@@ -64,6 +64,8 @@ MOCO_V2 = Expected((0.2, 1.0), (0.4, 0.4, 0.4, 0.1), gray_p=0.2, blur_p=0.5, sol
 # BYOL: jitter (0.4, 0.4, 0.2, 0.1) p 0.8, grey 0.2; blur 1.0 / 0.1, solarize 0.0 / 0.2.
 BYOL_1 = Expected((0.08, 1.0), (0.4, 0.4, 0.2, 0.1), gray_p=0.2, blur_p=1.0, solarize_p=0.0)
 BYOL_2 = dataclasses.replace(BYOL_1, blur_p=0.1, solarize_p=0.2)
+# SwAV: SimCLR's distortion (s = 1) and blur 0.5 on every crop; global crops 0.14-1.
+SWAV_GLOBAL = dataclasses.replace(SIMCLR, scale=(0.14, 1.0))
 # MAE: RandomResizedCrop(0.2-1) + flip only.
 MAE = Expected((0.2, 1.0), None, gray_p=0.0, blur_p=0.0, solarize_p=0.0, jitter_p=0.0)
 
@@ -74,6 +76,11 @@ RECIPES: dict[str, list[Expected]] = {
     # MoCo v3 (Chen, Xie, He 2021) trains with BYOL's augmentations.
     "mocov3": [BYOL_1, BYOL_2],
     "mae": [MAE],
+    # SimSiam (Chen & He 2021) trains with MoCo v2's; Barlow Twins and VICReg with BYOL's.
+    "simsiam": [MOCO_V2, MOCO_V2],
+    "barlow": [BYOL_1, BYOL_2],
+    "vicreg": [BYOL_1, BYOL_2],
+    "swav": [SWAV_GLOBAL, SWAV_GLOBAL],
 }
 
 

@@ -14,7 +14,10 @@ Two forms of one format, neither with a pickle or code in it:
 
   (``backbone`` is the run's ``BackboneConfig`` with ``cifar_stem`` resolved; ``network`` says
   which of the method's networks the weights are, ``"online"`` or ``"target"`` (the EMA copy:
-  DINO's teacher); files written before it existed are online encoders.)
+  DINO's teacher); files written before it existed are online encoders. An encoder that converts
+  its RGB input to CIE L inside (Colorization: :class:`~selfsup.backbones.LightnessEncoder`,
+  weights under ``trunk.``) adds ``"encoder_input": "lightness"``; without the key the
+  encoder takes the images as they are.)
 * **Export** (``selfsup export``): the same metadata with ``"format": "selfsup-export/1"``
   (:func:`export_metadata`) plus ``artefact`` (the file format), the ``input`` / ``output``
   contract, ``torch_version``, ``onnx_opset`` (ONNX only) and ``source_encoder_sha256``.
@@ -80,10 +83,10 @@ def encoder_meta(
 ) -> dict[str, Any]:
     """What a reader needs to rebuild and feed the exported encoder, and which of the method's
     networks it is (``"online"``, or ``"target"``: the EMA copy, e.g. DINO's teacher)."""
-    from selfsup.backbones import feature_dim
+    from selfsup.backbones import LightnessEncoder, feature_dim
     from selfsup.build import cifar_stem
 
-    return {
+    meta: dict[str, Any] = {
         "format": ENCODER_FORMAT,
         "method": cfg.method,
         "network": network,
@@ -94,6 +97,9 @@ def encoder_meta(
         "mean": cfg.views.mean,
         "std": cfg.views.std,
     }
+    if isinstance(encoder, LightnessEncoder):
+        meta["encoder_input"] = "lightness"
+    return meta
 
 
 def save_encoder(run_dir: Path, encoder: nn.Module, meta: dict[str, Any]) -> Path:
@@ -277,13 +283,14 @@ def write_safetensors_export(model: NormalizedEncoder, path: Path, meta: dict[st
 
 
 def _encoder_from_meta(meta: dict[str, Any]) -> nn.Module:
-    from selfsup.backbones import build_backbone
+    from selfsup.backbones import LightnessEncoder, build_backbone
 
     b = meta["backbone"]
+    lightness = meta.get("encoder_input", "image") == "lightness"
     try:
-        return build_backbone(
+        encoder = build_backbone(
             b["name"],
-            int(meta["in_channels"]),
+            1 if lightness else int(meta["in_channels"]),
             float(b["width"]),
             bool(b["cifar_stem"]),
             bool(b["zero_init_residual"]),
@@ -295,6 +302,7 @@ def _encoder_from_meta(meta: dict[str, Any]) -> nn.Module:
         raise ExportError(
             f"export metadata lacks backbone key {err}; re-export the run with this version"
         ) from None
+    return LightnessEncoder(encoder, meta["mean"], meta["std"]) if lightness else encoder
 
 
 def load_exported(path: str | Path) -> NormalizedEncoder:

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from selfsup.artifact import encoder_meta  # noqa: F401 (build.encoder_meta for callers)
-from selfsup.backbones import build_backbone
-from selfsup.config import Config, ViewsConfig
+from selfsup.backbones import LightnessEncoder, build_backbone
+from selfsup.config import Config, ViewsConfig, local_crop_size
 from selfsup.data import ImageDataset, TensorImageDataset, load_dataset
 from selfsup.methods import Method
 from selfsup.methods.registry import get_method
@@ -131,10 +131,22 @@ def cifar_stem(cfg: Config) -> bool:
 
 
 def make_backbone(cfg: Config, in_channels: int) -> nn.Module:
+    """The configured backbone for ``in_channels``-channel images. For a method whose encoder
+    sees lightness (``encoder_input == "lightness"``: Colorization) it is a 1-channel backbone
+    inside a :class:`~selfsup.backbones.LightnessEncoder`, which takes the normalised RGB images
+    every evaluation and export path feeds it."""
     b = cfg.backbone
+    lightness = get_method(cfg.method).cls.encoder_input == "lightness"
+    if lightness and in_channels != 3:
+        raise ValueError(
+            f"method={cfg.method} predicts colour from the lightness of RGB images, but the data "
+            f"has {in_channels} channel(s) (data.dataset={cfg.data.dataset}); train on colour "
+            "images: data.dataset=photo_patches, data.dataset=cifar10 or a folder of colour "
+            "images (and leave data.channels unset or 3)"
+        )
     backbone = build_backbone(
         b.name,
-        in_channels,
+        1 if lightness else in_channels,
         b.width,
         cifar_stem(cfg),
         b.zero_init_residual,
@@ -152,6 +164,13 @@ def make_backbone(cfg: Config, in_channels: int) -> nn.Module:
             )
         # MoCo v3's stop-grad-conv1: the random patch projection stays fixed (more stable).
         patch_embed.requires_grad_(False)
+    if lightness:
+        if cfg.views.mean is None or cfg.views.std is None:
+            raise ValueError(
+                "views.mean/std unresolved: call resolve_normalization(cfg, dataset) first (the "
+                "lightness encoder undoes the normalisation of its RGB input)"
+            )
+        return LightnessEncoder(backbone, cfg.views.mean, cfg.views.std)
     return backbone
 
 
@@ -174,7 +193,7 @@ def apply_view_overrides(
     """The method's recipe with the user's ``views.*`` settings applied (null keeps the recipe).
 
     Sizes come from the recipe. ``views.crop_min_scale`` applies to the first ``num_global``
-    views only (default: all); DINO's local crops keep ``dino.local_crop_scale``.
+    views only (default: all); local crops keep ``views.local_crop_scale``.
     """
     blur = _per_view("blur_p", v.blur_p, len(specs))
     solarize = _per_view("solarize_p", v.solarize_p, len(specs))
@@ -201,10 +220,19 @@ def apply_view_overrides(
 
 
 def method_view_specs(cfg: Config) -> list[ViewSpec]:
-    """The method's own view recipe (REFERENCE.md, registered with the method), then the
-    config's ``views.*`` overrides."""
+    """The method's own view recipe (REFERENCE.md, registered with the method), its local
+    crops (``views.local_crops``, null = the method's count), then the config's ``views.*``
+    overrides."""
     entry = get_method(cfg.method)
-    return apply_view_overrides(entry.views(cfg), cfg.views, entry.num_global_views)
+    specs = entry.views(cfg)  # the global views
+    num_global = len(specs)
+    if entry.multicrop is not None:
+        count = cfg.views.local_crops
+        count = entry.multicrop.count if count is None else count
+        if count:
+            local = entry.multicrop.view(cfg, specs[0], local_crop_size(cfg))
+            specs = [*specs, *[local] * count]
+    return apply_view_overrides(specs, cfg.views, num_global)
 
 
 def eval_transform(cfg: Config) -> EvalTransform:

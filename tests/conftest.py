@@ -30,8 +30,8 @@ METHOD_OVERRIDES: dict[str, list[str]] = {
     "dino": [
         "method=dino",
         "views.size=16",
-        "dino.local_size=8",
-        "dino.num_local_crops=2",
+        "views.local_size=8",
+        "views.local_crops=2",
         "dino.out_dim=64",
         "dino.hidden_dim=32",
         "dino.bottleneck_dim=16",
@@ -60,6 +60,24 @@ METHOD_OVERRIDES: dict[str, list[str]] = {
         "swav.queue_length=128",
         "swav.queue_start_epoch=1",
         "swav.freeze_prototypes_epochs=0.2",
+        "views.local_crops=2",  # 8 px like the globals on digits: the pairs, not the sizes
+    ],
+    "rotation": ["method=rotation", "rotation.hidden_dim=32"],
+    "jigsaw": [  # 12 px views of the 8 px digits: 4 px cells, 3 px tiles
+        "method=jigsaw",
+        "views.size=12",
+        "jigsaw.num_permutations=10",
+        "jigsaw.hidden_dim=32",
+        "train.online_linear=false",  # as its presets: no whole-image features in training
+    ],
+    "colorization": [  # colour data: scikit-image's photographs, 16 px patches
+        "method=colorization",
+        "data.dataset=photo_patches",
+        "data.image_size=16",
+        "views.size=16",
+        "colorization.head_dim=16",
+        "optim.name=adamw",
+        "optim.base_lr=1e-3",
     ],
 }
 

@@ -148,7 +148,7 @@ def test_a_choice_violation_lists_the_choices():
         ("byol.momentum_base=1.5", "momentum_base must be in"),
         ("mae.mask_ratio=1.0", "must be in (0, 1)"),
         ("mae.mask_ratio=0", "nothing to reconstruct"),
-        ("dino.local_crop_scale=[0.4, 0.05]", "0 < min <= max <= 1"),
+        ("views.local_crop_scale=[0.4, 0.05]", "0 < min <= max <= 1"),
         ("views.std=[0.5, 0.5]", "1 or 3 values"),
         ("backbone.drop_path_rate=1.0", "backbone.drop_path_rate must be in [0, 1)"),
         ("dino.warmup_teacher_temperature_epochs=-1", "must be >= 0"),
@@ -171,7 +171,8 @@ def test_impossible_values_are_refused_when_set(override, message):
         (["method=mae", "backbone.name=resnet18"], "needs a ViT backbone"),
         (["method=mae", "mae.decoder_heads=5"], "mae.decoder_heads must divide"),
         (["backbone.name=vit_tiny", "views.size=30", "backbone.patch_size=4"], "multiple of"),
-        (["method=dino", "views.size=32", "dino.local_size=40"], "dino.local_size=40 must be"),
+        (["method=dino", "views.size=32", "views.local_size=40"], "views.local_size=40 must be"),
+        (["method=mae", "backbone.name=vit_tiny", "views.local_crops=2"], "mae takes no local"),
         (
             ["method=dino", "views.size=96", "train.batch_size=1"],
             "DINO's center and BatchNorm need at least 2",
@@ -185,10 +186,11 @@ def test_impossible_combinations_fail_validation_with_the_fix(overrides, message
 
 
 def test_only_the_active_methods_checks_run():
-    cfg = apply_overrides(Config(), ["method=moco", "views.size=32", "dino.local_size=40"])
-    cfg.validate()  # a DINO setting does not stop a MoCo run
-    cfg.method = "dino"
-    with pytest.raises(ConfigError, match=r"dino\.local_size=40"):
+    cfg = apply_overrides(Config(), ["method=simclr", "mae.decoder_heads=5"])
+    cfg.validate()  # a MAE setting does not stop a SimCLR run
+    cfg.method = "mae"
+    cfg.backbone.name = "vit_tiny"
+    with pytest.raises(ConfigError, match=r"mae\.decoder_heads must divide"):
         cfg.validate()
 
 
@@ -263,6 +265,9 @@ NON_DEFAULT = {
     "views.blur_p": [1.0, 0.1],
     "views.solarize_p": [0.0, 0.2],
     "views.flip_p": 0.0,
+    "views.local_crops": 6,
+    "views.local_size": 16,
+    "views.local_crop_scale": [0.05, 0.3],
     "views.mean": [0.4, 0.5, 0.6],
     "views.std": [0.2, 0.25, 0.3],
     "simclr.temperature": 0.1,
@@ -301,10 +306,7 @@ NON_DEFAULT = {
     "dino.bottleneck_dim": 64,
     "dino.head_batch_norm": True,
     "dino.norm_last_layer": False,
-    "dino.num_local_crops": 6,
-    "dino.local_size": 16,
     "dino.global_crop_scale": [0.3, 1.0],
-    "dino.local_crop_scale": [0.05, 0.3],
     "dino.student_temperature": 0.2,
     "dino.teacher_temperature": 0.07,
     "dino.warmup_teacher_temperature": 0.03,
@@ -341,6 +343,23 @@ NON_DEFAULT = {
     "swav.queue_length": 640,
     "swav.queue_start_epoch": 3,
     "swav.gather_distributed": False,
+    "rotation.head": "linear",
+    "rotation.hidden_dim": 256,
+    "jigsaw.grid_size": 2,
+    "jigsaw.tile_size": 12,
+    "jigsaw.num_permutations": 20,
+    "jigsaw.permutation_seed": 3,
+    "jigsaw.hidden_dim": 512,
+    "colorization.loss": "regression",
+    "colorization.grid_size": 5.0,
+    "colorization.num_neighbors": 3,
+    "colorization.encode_sigma": 2.5,
+    "colorization.prior_sigma": 4.0,
+    "colorization.rebalance_lambda": 1.0,
+    "colorization.temperature": 0.5,
+    "colorization.output_stride": 2,
+    "colorization.head_dim": 64,
+    "colorization.prior_images": 500,
     "optim.name": "adamw",
     "optim.base_lr": 5e-4,
     "optim.lr_scaling": "sqrt",
@@ -411,7 +430,7 @@ def test_a_fully_non_default_config_round_trips_through_yaml(tmp_path):
     again = Config.from_yaml(path)
     assert again == cfg and again.to_dict() == cfg.to_dict()
     assert Config.from_dict(cfg.to_dict()) == cfg
-    assert yaml.safe_load(cfg.to_yaml())["dino"]["local_crop_scale"] == [0.05, 0.3]  # nested
+    assert yaml.safe_load(cfg.to_yaml())["views"]["local_crop_scale"] == [0.05, 0.3]  # nested
 
 
 def test_old_warmup_fraction_is_converted_to_epochs_with_a_warning(tmp_path):

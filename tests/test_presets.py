@@ -81,7 +81,7 @@ def test_simclr_official_loss_scale_is_twice_the_paper_mean() -> None:
     torch.testing.assert_close(summed, 2 * mean)
 
 
-@pytest.mark.parametrize("name", ["simsiam", "barlow", "vicreg"])
+@pytest.mark.parametrize("name", ["simsiam", "barlow", "vicreg", "swav"])
 def test_siamese_presets_build_their_recipe_and_take_a_step(name: str) -> None:
     cfg = _small(Config.from_yaml(CONFIGS / f"{name}_fashion_mnist.yaml"))
     cfg.backbone.width = 0.125
@@ -98,3 +98,5 @@ def test_siamese_presets_build_their_recipe_and_take_a_step(name: str) -> None:
         assert all(g["weight_decay"] == 1e-4 for g in groups)
     if name == "barlow":  # biases and BN at 196 / D of the weights' lr (D = 1024)
         assert {g["lr_scale"] for g in groups if g["lars_exclude"]} == {0.19}
+    if name == "swav":  # 2 x 28 + 6 x 12 px crops
+        assert [s.size for s in method.view_recipe.specs] == [28, 28] + [12] * 6

@@ -201,15 +201,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "viz",
-        help="pictures of a run: MAE reconstructions, ViT cls-token attention maps",
-        description="mae: original | masked | reconstruction per image (MAE runs). attention: "
-        "the last block's cls-token self-attention per head over a few test images (any ViT "
-        "run; DINO's figure).",
+        help="pictures of a run: MAE reconstructions, colorizations, ViT cls-token attention",
+        description="mae: original | masked | reconstruction per image (MAE runs). colorization: "
+        "input lightness | predicted colours (annealed mean) | truth per test image "
+        "(colorization runs). attention: the last block's cls-token self-attention per head "
+        "over a few test images (any ViT run; DINO's figure).",
     )
-    p.add_argument("kind", choices=["mae", "attention"])
+    p.add_argument("kind", choices=["mae", "colorization", "attention"])
     p.add_argument("run_dir")
     p.add_argument(
-        "--out", help="PNG path (default RUN/report/mae_reconstructions.png or attention.png)"
+        "--out",
+        help="PNG path (default RUN/report/mae_reconstructions.png, colorization.png or "
+        "attention.png)",
     )
     p.add_argument("--num-images", type=int, default=8)
     p.add_argument("--seed", type=int, default=0, help="seed of the random masks (mae)")

@@ -80,7 +80,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_viz(args: argparse.Namespace) -> int:
-    """Pictures of what a run learned (MAE reconstructions, ViT attention maps)."""
+    """Pictures of what a run learned (MAE reconstructions, colorizations, ViT attention)."""
     from selfsup import build
     from selfsup.eval.run import load_run_config
 
@@ -103,6 +103,29 @@ def cmd_viz(args: argparse.Namespace) -> int:
         assert cfg.views.mean is not None and cfg.views.std is not None
         torch.manual_seed(args.seed)
         save_reconstruction_grid(method, images, out, cfg.views.mean, cfg.views.std)
+        print(f"wrote {out}")
+    elif args.kind == "colorization":
+        from selfsup.eval.from_checkpoint import load_method
+        from selfsup.methods.colorization import Colorization
+        from selfsup.viz.colorization import save_colorization_grid
+
+        sets = build.eval_datasets(cfg)
+        dataset = sets[1] if sets is not None else build.train_dataset(cfg)
+        count = min(args.num_images, len(dataset))
+        # evenly spread over the split (photo_patches is ordered by photograph)
+        images, _ = dataset.get_batch(torch.linspace(0, len(dataset) - 1, count).long())
+        method = load_method(cfg, args.run_dir, 3)
+        if not isinstance(method, Colorization):
+            raise ValueError(
+                f"{args.run_dir} trained {type(method).__name__}; `viz colorization` draws the "
+                "predicted colours of a colorization run (method=colorization)"
+            )
+        out = Path(args.out or Path(args.run_dir) / "report" / "colorization.png")
+        if images.shape[1] != 3:
+            from selfsup.data import convert_channels
+
+            images = convert_channels(images, 3)
+        save_colorization_grid(method, images, out, args.num_images)
         print(f"wrote {out}")
     elif args.kind == "attention":
         from selfsup.backbones.vit import VisionTransformer

@@ -17,6 +17,7 @@ Example:
 """
 
 from selfsup.config.base import ConfigModel, Section
+from selfsup.config.colorization import ColorizationConfig
 from selfsup.config.errors import ConfigError
 from selfsup.config.methods import (
     METHOD_SECTIONS,
@@ -29,6 +30,7 @@ from selfsup.config.methods import (
     MoCoV3Config,
     SimCLRConfig,
 )
+from selfsup.config.pretext import JigsawConfig, RotationConfig
 from selfsup.config.root import (
     Config,
     apply_method_defaults,
@@ -48,8 +50,8 @@ from selfsup.config.sections import (
     EvalConfig,
     OptimConfig,
     TrainConfig,
-    ViewsConfig,
 )
+from selfsup.config.views import ViewsConfig, local_crop_size
 
 __all__ = [
     "DATASET_NAMES",
@@ -57,6 +59,7 @@ __all__ = [
     "METHOD_SECTIONS",
     "BYOLConfig",
     "BackboneConfig",
+    "ColorizationConfig",
     "Config",
     "ConfigError",
     "ConfigModel",
@@ -64,11 +67,13 @@ __all__ = [
     "DataConfig",
     "DatasetName",
     "EvalConfig",
+    "JigsawConfig",
     "MAEConfig",
     "MethodName",
     "MoCoConfig",
     "MoCoV3Config",
     "OptimConfig",
+    "RotationConfig",
     "Section",
     "SimCLRConfig",
     "TrainConfig",
@@ -78,6 +83,7 @@ __all__ = [
     "config_changes",
     "iter_fields",
     "load_yaml",
+    "local_crop_size",
     "option_help",
     "set_key",
     "validate",

@@ -9,9 +9,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+)
 from pydantic.config import JsonDict
-from pydantic_core import PydanticKnownError
+from pydantic_core import PydanticCustomError, PydanticKnownError
 from pydantic_core.core_schema import ErrorType
 
 from selfsup.config.errors import ConfigError, explain, unknown_key_message
@@ -45,10 +53,27 @@ Probability = Annotated[Float, Field(ge=0, le=1)]
 PerView = Annotated[list[Probability], BeforeValidator(_one_for_every_view)]
 
 
+def _min_max(lo_hi: list[float]) -> list[float]:
+    if lo_hi[0] > lo_hi[1]:
+        raise PydanticCustomError("crop_order", "min must not exceed max")
+    return lo_hi
+
+
+# [min, max] area fractions of a crop with 0 < min <= max <= 1
+CropScale = Annotated[
+    list[Annotated[Float, Field(gt=0, le=1)]],
+    Field(min_length=2, max_length=2),
+    AfterValidator(_min_max),
+]
+
+
 def says(template: str) -> JsonDict:
     """``json_schema_extra`` for a field whose rule has its own words: the message template, with
     ``{key}``, ``{value}`` and ``{rule}`` filled in (errors.explain); e.g. MAE's mask ratio."""
     return {"error": template}
+
+
+CROP_SCALE: JsonDict = {"error": "{key} must be [min, max] with 0 < min <= max <= 1, got {value}"}
 
 
 def all_keys() -> list[str]:

@@ -7,20 +7,33 @@ and the ``method`` choices follow from it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, Field
-from pydantic_core import PydanticCustomError
+from pydantic import Field
 
-from selfsup.config.base import Bool, Float, Int, Section, says
+from selfsup.config.base import CROP_SCALE, Bool, CropScale, Float, Int, Section, says
+from selfsup.config.colorization import ColorizationConfig
 from selfsup.config.errors import ConfigError
+from selfsup.config.pretext import JigsawConfig, RotationConfig
 from selfsup.config.siamese import BarlowConfig, SimSiamConfig, SwAVConfig, VICRegConfig
 
 if TYPE_CHECKING:
     from selfsup.config.root import Config
 
 MethodName = Literal[
-    "simclr", "moco", "mocov3", "byol", "mae", "dino", "simsiam", "barlow", "vicreg", "swav"
+    "simclr",
+    "moco",
+    "mocov3",
+    "byol",
+    "mae",
+    "dino",
+    "simsiam",
+    "barlow",
+    "vicreg",
+    "swav",
+    "rotation",
+    "jigsaw",
+    "colorization",
 ]
 
 
@@ -209,19 +222,6 @@ class MAEConfig(Section):
             )
 
 
-def _min_max(lo_hi: list[float]) -> list[float]:
-    if lo_hi[0] > lo_hi[1]:
-        raise PydanticCustomError("crop_order", "min must not exceed max")
-    return lo_hi
-
-
-# [min, max] area fractions with 0 < min <= max <= 1
-CropScale = Annotated[
-    list[Annotated[Float, Field(gt=0, le=1)]],
-    Field(min_length=2, max_length=2),
-    AfterValidator(_min_max),
-]
-CROP_SCALE = says("{key} must be [min, max] with 0 < min <= max <= 1, got {value}")
 DINO_TEMPERATURE = says("{key} must be > 0 (0.04-0.1), got {value}")
 
 
@@ -231,8 +231,7 @@ class DINOConfig(Section):
 
     section = "dino"
     standalone: ClassVar[dict[str, Any]] = {
-        # local crops at the paper's 96/224 of the global size; the paper's optimiser
-        "dino.local_size": lambda cfg: max(8, round(cfg.views.size * 96 / 224)),
+        # the paper's optimiser (local crops: views.local_*, 96/224 of the global size)
         "optim.name": "adamw",
         "optim.base_lr": 5e-4,
         "optim.lr_scaling": "linear",
@@ -260,22 +259,9 @@ class DINOConfig(Section):
     norm_last_layer: Bool = Field(
         True, description="freeze the last layer's weight-norm gain at 1 (paper)"
     )
-    num_local_crops: Int = Field(
-        8, ge=0, description="local crops N besides the 2 global ones (8 code, 10 paper)"
-    )
-    local_size: Int = Field(
-        96,
-        ge=8,
-        description="side of the local crops in pixels (96 for 224 px globals); in [8, views.size]",
-    )
     global_crop_scale: CropScale = Field(
         [0.4, 1.0],
         description="area range [min, max] of the global crops",
-        json_schema_extra=CROP_SCALE,
-    )
-    local_crop_scale: CropScale = Field(
-        [0.05, 0.4],
-        description="area range [min, max] of the local crops",
         json_schema_extra=CROP_SCALE,
     )
     student_temperature: Float = Field(
@@ -313,16 +299,6 @@ class DINOConfig(Section):
     )
 
     def check(self, cfg: Config) -> None:
-        size, patch = cfg.views.size, cfg.backbone.patch_size
-        if self.local_size > size:
-            raise ConfigError(
-                f"dino.local_size={self.local_size} must be in [8, views.size={size}] pixels"
-            )
-        if cfg.backbone.name.startswith("vit") and self.local_size % patch != 0:
-            raise ConfigError(
-                f"dino.local_size={self.local_size} must be a multiple of backbone.patch_size="
-                f"{patch} (ViT patches)"
-            )
         _need_two_images(cfg, "DINO's center and BatchNorm need at least 2 images per batch")
 
 
@@ -330,7 +306,11 @@ METHOD_SECTIONS: dict[str, type[Section]] = {
     cls.section: cls
     for cls in (SimCLRConfig, MoCoConfig, MoCoV3Config, BYOLConfig, MAEConfig, DINOConfig)
 }
-METHOD_SECTIONS.update(
-    {cls.section: cls for cls in (SimSiamConfig, BarlowConfig, VICRegConfig, SwAVConfig)}
-)
+# SimSiam, Barlow Twins, VICReg and SwAV live in config/siamese.py
+METHOD_SECTIONS |= {
+    cls.section: cls for cls in (SimSiamConfig, BarlowConfig, VICRegConfig, SwAVConfig)
+}
+# the pretext tasks' sections live in config/pretext.py
+METHOD_SECTIONS |= {cls.section: cls for cls in (RotationConfig, JigsawConfig)}
+METHOD_SECTIONS[ColorizationConfig.section] = ColorizationConfig  # its own file
 METHODS: tuple[str, ...] = tuple(METHOD_SECTIONS)

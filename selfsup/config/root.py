@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, ValidationError
 from pydantic.fields import FieldInfo
 
 from selfsup.config.base import ConfigModel, Section, all_keys
+from selfsup.config.colorization import ColorizationConfig
 from selfsup.config.errors import ConfigError, explain, rule, section_message, unknown_key_message
 from selfsup.config.methods import (
     METHODS,
@@ -28,19 +29,26 @@ from selfsup.config.methods import (
     MoCoV3Config,
     SimCLRConfig,
 )
+from selfsup.config.pretext import JigsawConfig, RotationConfig
 from selfsup.config.sections import (
     BackboneConfig,
     DataConfig,
     EvalConfig,
     OptimConfig,
     TrainConfig,
-    ViewsConfig,
 )
 from selfsup.config.siamese import BarlowConfig, SimSiamConfig, SwAVConfig, VICRegConfig
+from selfsup.config.views import ViewsConfig
 
 # renamed: the warm-up was a fraction of the run, it is now in epochs (as in the official code)
 OLD_WARMUP_KEY = "dino.teacher_temperature_warmup"
 WARMUP_KEY = "dino.warmup_teacher_temperature_epochs"
+# moved: multi-crop is a view recipe every two-view method takes, no longer DINO's own
+MOVED_TO_VIEWS = {
+    "dino.num_local_crops": "views.local_crops",
+    "dino.local_size": "views.local_size",
+    "dino.local_crop_scale": "views.local_crop_scale",
+}
 
 
 class Config(ConfigModel):
@@ -65,6 +73,9 @@ class Config(ConfigModel):
     barlow: BarlowConfig = Field(default_factory=BarlowConfig)
     vicreg: VICRegConfig = Field(default_factory=VICRegConfig)
     swav: SwAVConfig = Field(default_factory=SwAVConfig)
+    rotation: RotationConfig = Field(default_factory=RotationConfig)
+    jigsaw: JigsawConfig = Field(default_factory=JigsawConfig)
+    colorization: ColorizationConfig = Field(default_factory=ColorizationConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
@@ -190,6 +201,13 @@ def _migrate(flat: dict[str, Any]) -> dict[str, Any]:
             )
         epochs = flat.get("train.epochs", TrainConfig.model_fields["epochs"].default)
         flat[WARMUP_KEY] = _warmup_epochs(flat.pop(OLD_WARMUP_KEY), epochs)
+    # A run directory written before multi-crop moved to views.*: DINO's values move with it;
+    # every other method's copy of DINO's defaults never applied and is dropped.
+    moved = {new: flat.pop(old) for old, new in MOVED_TO_VIEWS.items() if old in flat}
+    if flat.get("method") == "dino":
+        for new, value in moved.items():
+            if flat.get(new) is None:
+                flat[new] = value
     return flat
 
 
@@ -218,6 +236,8 @@ def set_key(cfg: Config, key: str, value: Any) -> None:
     """Set a dotted key (``train.batch_size``) with validation; unknown keys are refused."""
     if key == OLD_WARMUP_KEY:
         key, value = WARMUP_KEY, _warmup_epochs(value, cfg.train.epochs)
+    if key in MOVED_TO_VIEWS:
+        raise ConfigError(f"{key} is now {MOVED_TO_VIEWS[key]} (multi-crop for every method)")
     *path, name = key.split(".")
     target: ConfigModel = cfg
     if path:

@@ -10,33 +10,20 @@ from __future__ import annotations
 import typing
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import AfterValidator, Field
-from pydantic_core import PydanticCustomError
+from pydantic import Field
 
-from selfsup.config.base import Bool, Float, Int, PerView, Section, says
+from selfsup.config.base import Bool, Float, Int, Section, says
 from selfsup.config.errors import ConfigError
 from selfsup.config.evaluation import EvalConfig
+from selfsup.config.views import ViewsConfig
 
 if TYPE_CHECKING:
     from selfsup.config.root import Config
 
 DatasetName = Literal[
-    "fashion_mnist", "mnist", "cifar10", "cifar100", "digits", "folder", "filelist"
+    "fashion_mnist", "mnist", "cifar10", "cifar100", "digits", "photo_patches", "folder", "filelist"
 ]
 DATASET_NAMES: tuple[str, ...] = typing.get_args(DatasetName)
-
-PROBABILITY = says("{key} is a probability, got {value}; use a value in [0, 1]")
-PROBABILITIES = says("{key} holds probabilities, got {value}; use values in [0, 1]")
-
-
-def _one_or_three(values: list[float]) -> list[float]:
-    if len(values) not in (1, 3):
-        raise PydanticCustomError("channel_count", "one value or one per RGB channel")
-    return values
-
-
-PerChannel = Annotated[list[Float], AfterValidator(_one_or_three)]
-PositivePerChannel = Annotated[list[Annotated[Float, Field(gt=0)]], AfterValidator(_one_or_three)]
 
 
 class DataConfig(Section):
@@ -140,76 +127,6 @@ class BackboneConfig(Section):
                 f"views.size={cfg.views.size} must be a multiple of backbone.patch_size="
                 f"{self.patch_size}"
             )
-
-
-class ViewsConfig(Section):
-    """Every field left at null takes the method's own recipe (REFERENCE.md): SimCLR strong
-    crop + colour + blur, MoCo v2 crop 0.2, BYOL asymmetric blur/solarize, MAE crop + flip only."""
-
-    section = "views"
-
-    size: Int = Field(
-        32,
-        ge=8,
-        description="side of the training views in pixels",
-        json_schema_extra=says("{key} must be >= 8 pixels, got {value}"),
-    )
-    crop_min_scale: Float | None = Field(
-        None,
-        gt=0,
-        le=1,
-        description="smallest crop area fraction of RandomResizedCrop, in (0, 1]; null = method's",
-        json_schema_extra=says("{key} must be in (0, 1] or null, e.g. 0.08, got {value}"),
-    )
-    color_strength: Float = Field(
-        1.0,
-        ge=0,
-        description="multiplier on the recipe's colour jitter (SimCLR's s: 0.8s/0.8s/0.8s/0.2s); "
-        "0 = off",
-        json_schema_extra=says("{key} must be >= 0 (0 disables jitter), got {value}"),
-    )
-    jitter_p: Float | None = Field(
-        None,
-        ge=0,
-        le=1,
-        description="probability of colour jitter per view; null = method's",
-        json_schema_extra=PROBABILITY,
-    )
-    gray_p: Float | None = Field(
-        None,
-        ge=0,
-        le=1,
-        description="probability of grayscale per view; null = method's",
-        json_schema_extra=PROBABILITY,
-    )
-    blur_p: PerView | None = Field(
-        None,
-        description="Gaussian blur probability per view (one value = every view); 0 for <= 32 px "
-        "images",
-        json_schema_extra=PROBABILITIES,
-    )
-    solarize_p: PerView | None = Field(
-        None,
-        description="solarize probability per view (one value = every view); null = method's",
-        json_schema_extra=PROBABILITIES,
-    )
-    flip_p: Float | None = Field(
-        None,
-        ge=0,
-        le=1,
-        description="probability of horizontal flip per view; null = method's",
-        json_schema_extra=PROBABILITY,
-    )
-    mean: PerChannel | None = Field(
-        None,
-        description="normalisation mean per channel (1 or 3 values); null = dataset's",
-        json_schema_extra=says("{key} needs 1 or 3 values (one per channel), got {value}"),
-    )
-    std: PositivePerChannel | None = Field(
-        None,
-        description="normalisation std per channel (1 or 3 values > 0); null = dataset's",
-        json_schema_extra=says("{key} needs 1 or 3 values > 0 (one per channel), got {value}"),
-    )
 
 
 class OptimConfig(Section):

@@ -197,7 +197,8 @@ class SwAVConfig(Section):
     num_prototypes: Int = Field(
         3000,
         ge=2,
-        description="prototypes K (3000 on ImageNet; about 10x the number of classes works)",
+        description="prototypes K (3000 on ImageNet, 3x its classes; the paper finds the number "
+        "matters little as long as it is several times the classes)",
         json_schema_extra=says("{key} must be >= 2 prototypes, got {value}"),
     )
     temperature: Float = Field(

@@ -2,7 +2,8 @@
 
 Fashion-MNIST / MNIST are IDX files searched in ``root``, ``$SELFSUP_DATA``, the Debian package
 location and the download cache; CIFAR is torchvision's python version; digits is
-scikit-learn's; "folder" / "filelist" are image files (see ``folders``).
+scikit-learn's; photo_patches are colour patches of scikit-image's bundled photographs (see
+``photo_patches``); "folder" / "filelist" are image files (see ``folders``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from selfsup.data.base import DatasetNotFoundError, ImageDataset
 from selfsup.data.folders import DEFAULT_FILE_IMAGE_SIZE, _load_filelist, _load_folder
 from selfsup.data.idx import read_idx
 from selfsup.data.memory import TensorImageDataset, _adapt
+from selfsup.data.photo_patches import load_photo_patches
 
 __all__ = ["DATASETS", "DEBIAN_DATA_DIRS", "cache_dir", "load_dataset"]
 
@@ -27,6 +29,7 @@ DATASETS: tuple[str, ...] = (
     "cifar10",
     "cifar100",
     "digits",
+    "photo_patches",
     "folder",
     "filelist",
 )
@@ -338,7 +341,8 @@ def load_dataset(
     ``split``: "train" / "test" (folders also "val", file lists ignore it). ``root``: data
     directory (folder / list file for "folder" / "filelist"). ``image_size``: in-memory datasets
     keep their native size when None, else are resized once here (bilinear, antialiased); file
-    datasets decode to ``image_size`` squares (default 64). ``channels``: 1 or 3, converted
+    datasets decode to ``image_size`` squares (default 64); photo_patches cuts patches of that
+    side (default 32) from photographs scaled to match. ``channels``: 1 or 3, converted
     once here when it differs from the data's (file datasets default to 3). ``download``: let
     torchvision fetch MNIST / Fashion-MNIST / CIFAR when they are found nowhere. ``strict``:
     for file datasets, stop at the first unreadable image instead of skipping it with a warning.
@@ -359,9 +363,10 @@ def load_dataset(
             "path, or leave data.data_dir unset to search $SELFSUP_DATA, the Debian package "
             "location and the download cache"
         )
-    if key == "digits" and root_path is not None:
+    if key in ("digits", "photo_patches") and root_path is not None:
+        owner = "scikit-learn" if key == "digits" else "scikit-image"
         raise ValueError(
-            f"digits is scikit-learn's bundled dataset and reads no files, but data.data_dir="
+            f"{key} is {owner}'s bundled data and reads no files, but data.data_dir="
             f"{root} was given; leave data.data_dir unset"
         )
 
@@ -372,6 +377,8 @@ def load_dataset(
         return _load_filelist(
             root_path, image_size or DEFAULT_FILE_IMAGE_SIZE, channels or 3, strict
         )
+    if key == "photo_patches":  # image_size is the patch side: patches are cut at that size
+        return _adapt(load_photo_patches(split, image_size), None, channels)
     dataset: TensorImageDataset
     if key in _IDX_SPECS:
         dataset = _load_idx_dataset(key, split, root_path, download)

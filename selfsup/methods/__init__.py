@@ -3,19 +3,23 @@
 from selfsup.methods.barlow import BarlowTwins
 from selfsup.methods.base import Method, Progress, StepOutput, embedding_std
 from selfsup.methods.byol import BYOL
+from selfsup.methods.colorization import Colorization
 from selfsup.methods.dino import DINO
+from selfsup.methods.jigsaw import Jigsaw
 from selfsup.methods.mae import MAE
 from selfsup.methods.moco import MoCo
 from selfsup.methods.mocov3 import MoCoV3
+from selfsup.methods.rotation import Rotation
 from selfsup.methods.simclr import SimCLR
 from selfsup.methods.simsiam import SimSiam
 from selfsup.methods.swav import SwAV
 from selfsup.methods.vicreg import VICReg
 
 METHOD_CLASSES: dict[str, type[Method]] = {
-    cls.name: cls for cls in (SimCLR, MoCo, MoCoV3, BYOL, MAE, DINO)
+    cls.name: cls for cls in (SimCLR, MoCo, MoCoV3, BYOL, MAE, DINO, Colorization)
 }
-METHOD_CLASSES.update({cls.name: cls for cls in (SimSiam, BarlowTwins, VICReg, SwAV)})
+METHOD_CLASSES |= {cls.name: cls for cls in (SimSiam, BarlowTwins, VICReg, SwAV)}
+METHOD_CLASSES |= {cls.name: cls for cls in (Rotation, Jigsaw)}  # pretext tasks
 
 __all__ = [
     "BYOL",
@@ -23,10 +27,13 @@ __all__ = [
     "MAE",
     "METHOD_CLASSES",
     "BarlowTwins",
+    "Colorization",
+    "Jigsaw",
     "Method",
     "MoCo",
     "MoCoV3",
     "Progress",
+    "Rotation",
     "SimCLR",
     "SimSiam",
     "StepOutput",

@@ -10,18 +10,22 @@ from selfsup.views import MultiViewTransform
 
 
 def check_recipe(view_recipe: MultiViewTransform, method: str, views_fn: str) -> None:
-    if view_recipe.num_views != 2:
+    """Two global views, then any local crops (``views.local_crops``) of one size."""
+    specs = view_recipe.specs
+    if len(specs) < 2:
         raise ValueError(
-            f"{method} uses exactly 2 views, the recipe makes {view_recipe.num_views}; "
-            f"build it from {views_fn}"
+            f"{method} needs 2 global views (then any local crops), the recipe makes "
+            f"{len(specs)}; build it from {views_fn}"
         )
+    if len({spec.size for spec in specs[2:]}) > 1:
+        raise ValueError(f"{method}: every local crop must have the same size")
 
 
 def check_views(views: list[Tensor], method: str) -> None:
-    if len(views) != 2:
+    if len(views) < 2:
         raise ValueError(
-            f"{method} uses exactly 2 views, got {len(views)}; pass the output of "
-            "method.make_views(images)"
+            f"{method} needs 2 global views (then any local crops), got {len(views)}; pass the "
+            "output of method.make_views(images)"
         )
 
 

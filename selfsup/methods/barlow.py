@@ -16,6 +16,10 @@ agree, the off-diagonal decorrelates the dimensions: a constant (collapsed) dime
 :math:`C_{ii} = 0` and costs 1, so collapse is never a minimum. No negatives, no momentum
 network, no stop-gradient, no predictor.
 
+Multi-crop (``views.local_crops``, off by default): the loss of every unordered pair with a
+global view (:func:`~selfsup.views.crop_pairs`, ``symmetric=True``), averaged; with 2 views,
+the loss above.
+
 Paper defaults (``BarlowConfig.standalone``): projector 8192-8192-8192, LARS, learning rate
 0.2 x B/256 for the weights and 0.0048 x B/256 for biases and BatchNorm parameters (which LARS
 leaves out of weight decay and its trust ratio), weight decay 1.5e-6, 10 warm-up epochs, cosine
@@ -48,10 +52,10 @@ from torch import Tensor, nn
 from selfsup.backbones import feature_dim
 from selfsup.methods._checks import check_recipe, check_views
 from selfsup.methods.base import Method, StepOutput, embedding_std
-from selfsup.methods.registry import register_method
+from selfsup.methods.registry import MultiCrop, register_method
 from selfsup.nn.heads import mlp
 from selfsup.nn.losses import BarlowTwinsLoss
-from selfsup.views import MultiViewTransform, byol_views
+from selfsup.views import MultiViewTransform, byol_views, crop_pairs, forward_by_size
 
 if TYPE_CHECKING:
     from selfsup.config import Config
@@ -76,7 +80,11 @@ def barlow_projector(
     return mlp(feature_dim, hidden_dim, out_dim, num_layers=num_layers, bias=False)
 
 
-@register_method("barlow", views=lambda cfg: byol_views(cfg.views.size))
+@register_method(
+    "barlow",
+    views=lambda cfg: byol_views(cfg.views.size),
+    multicrop=MultiCrop(count=0, scale=(0.05, 0.14)),  # off by default; SwAV's local scale
+)
 class BarlowTwins(Method):
     r"""Barlow Twins = backbone + projector + the cross-correlation loss.
 
@@ -84,7 +92,7 @@ class BarlowTwins(Method):
         backbone: the encoder (``encoder`` for evaluation).
         projector: features ``[B, F]`` -> embeddings ``[B, D]`` (:func:`barlow_projector`).
         view_recipe: two views per image (the paper's are BYOL's asymmetric pair,
-            :func:`selfsup.views.byol_views`).
+            :func:`selfsup.views.byol_views`), then any local crops.
         off_diagonal_weight: :math:`\lambda \ge 0` (0.0051 for :math:`D = 8192`).
         gather_distributed: batch statistics over every process (the global batch).
 
@@ -126,17 +134,22 @@ class BarlowTwins(Method):
 
     def training_step(self, views: list[Tensor]) -> StepOutput:
         check_views(views, "Barlow Twins")
-        x1, x2 = views  # [N, C, H, W] each
-        # One pass per view, as in the official code: BatchNorm statistics are per view.
-        h1 = self.backbone(x1)  # [N, feature_dim]
-        z1 = self.projector(h1)  # [N, D]
-        z2 = self.projector(self.backbone(x2))  # [N, D]
-        on_diagonal, off_diagonal = self.criterion.terms(z1, z2)
-        loss = self.criterion.combine(on_diagonal, off_diagonal)
-        z = torch.cat([z1, z2]).detach()  # [2N, D]
+        # (h [N, F], z [N, D]) per view. Each global view is its own pass, as in the official
+        # code (BatchNorm statistics per view); local crops share one.
+        out = forward_by_size(self._encode, views, separate=2)
+        pairs = crop_pairs(len(views), symmetric=True)  # [(0, 1)] at 2 views
+        terms = [self.criterion.terms(out[i][1], out[j][1]) for i, j in pairs]
+        on_diagonal = torch.stack([on for on, _ in terms]).mean()
+        off_diagonal = torch.stack([off for _, off in terms]).mean()
+        loss = self.criterion.combine(on_diagonal, off_diagonal)  # the mean over the pairs
+        z = torch.cat([z_v for _, z_v in out]).detach()  # [V N, D]
         logs = {
             "on_diagonal": on_diagonal.detach(),
             "off_diagonal": off_diagonal.detach(),
             "embedding_std": embedding_std(z),
         }
-        return StepOutput(loss, logs, z, features=h1.detach())
+        return StepOutput(loss, logs, z, features=out[0][0].detach())
+
+    def _encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.backbone(x)  # [B, feature_dim]
+        return h, self.projector(h)  # [B, F], [B, D]

@@ -18,6 +18,7 @@ from selfsup.views import MultiViewTransform
 
 if TYPE_CHECKING:
     from selfsup.config import Config
+    from selfsup.data import ImageDataset
 
 
 @dataclass
@@ -59,6 +60,9 @@ def embedding_std(embeddings: Tensor) -> Tensor:
 
 
 Network = Literal["online", "target"]
+# What the encoder is fed: the images as the data holds them, or the CIE L channel of RGB images
+# (Colorization), which selfsup.build.make_backbone converts inside the encoder.
+EncoderInput = Literal["image", "lightness"]
 
 
 class Method(nn.Module):
@@ -75,6 +79,9 @@ class Method(nn.Module):
     # The linear-probe protocol of the method's paper puts BatchNorm1d(affine=False) before the
     # linear layer (MAE); eval.linear_batch_norm overrides it.
     linear_probe_batch_norm: ClassVar[bool] = False
+    # "lightness": make_backbone wraps the backbone in a LightnessEncoder (RGB in, L inside), so
+    # evaluation, export and the random-init baseline feed it RGB like any other encoder.
+    encoder_input: ClassVar[EncoderInput] = "image"
 
     def __init__(self, backbone: nn.Module, view_recipe: MultiViewTransform) -> None:
         super().__init__()
@@ -124,6 +131,13 @@ class Method(nn.Module):
     def make_views(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
         """The method's view recipe applied to a uint8 batch ``[B, C, H, W]`` on its device."""
         return self.view_recipe(images, generator=generator)
+
+    def prepare_data(self, dataset: ImageDataset) -> None:
+        """Statistics of the training data the method needs before its first step (the
+        Colorization colour prior), kept in buffers so checkpoints carry them. The trainer calls
+        it once the method is built, before any step; deterministic, it draws no random numbers.
+        Default: nothing."""
+        del dataset
 
     def training_step(self, views: list[Tensor]) -> StepOutput:  # pragma: no cover - abstract
         raise TypeError(f"{type(self).__name__} must implement training_step(views)")

@@ -19,6 +19,11 @@ follows the online parameters by an exponential moving average:
     \xi \leftarrow \tau_k\, \xi + (1 - \tau_k)\, \theta,
     \quad \tau_k = 1 - (1 - \tau_{base})\, \frac{\cos(\pi k / K) + 1}{2}.
 
+Multi-crop (``views.local_crops``, off by default): the target sees the 2 global views only;
+every other view's prediction regresses each of them,
+:math:`L = \frac{2}{|P|} \sum_{(t, v) \in P} \ell(p_v, \mathrm{sg}(z'_{\xi,t}))` over the pairs
+:math:`P` of :func:`~selfsup.views.crop_pairs` (with 2 views, the loss above).
+
 Only parameters are averaged; the target keeps its own BatchNorm running statistics, computed
 from the batches it sees. Collapse (a constant output) is avoided by the predictor, the
 stop-gradient and the slow target together: with ``predictor=nn.Identity()`` and
@@ -50,13 +55,20 @@ import torch
 from torch import Tensor, nn
 
 from selfsup.backbones import feature_dim
-from selfsup.methods._checks import check_momentum, check_schedule
+from selfsup.methods._checks import check_momentum, check_recipe, check_schedule, check_views
 from selfsup.methods.base import Method, Progress, StepOutput, embedding_std
-from selfsup.methods.registry import register_method
+from selfsup.methods.registry import MultiCrop, register_method
 from selfsup.nn.ema import EMATarget
 from selfsup.nn.heads import mlp
 from selfsup.nn.losses import byol_loss
-from selfsup.views import MultiViewTransform, byol_views
+from selfsup.views import (
+    MultiViewTransform,
+    ViewSpec,
+    byol_local_view,
+    byol_views,
+    crop_pairs,
+    forward_by_size,
+)
 
 if TYPE_CHECKING:
     from selfsup.config import Config
@@ -91,7 +103,15 @@ def byol_predictor(dim: int = 256, hidden_dim: int = 4096) -> nn.Sequential:
     return mlp(dim, hidden_dim, dim, num_layers=2, batch_norm=True, bias=False)
 
 
-@register_method("byol", views=lambda cfg: byol_views(cfg.views.size))
+def _local_view(cfg: Config, size: int, scale: tuple[float, float]) -> ViewSpec:
+    return byol_local_view(size, scale)
+
+
+@register_method(
+    "byol",
+    views=lambda cfg: byol_views(cfg.views.size),
+    multicrop=MultiCrop(count=0, scale=(0.05, 0.14), local_view=_local_view),
+)
 class BYOL(Method):
     r"""BYOL = online backbone + projector + predictor, EMA target backbone + projector.
 
@@ -132,11 +152,7 @@ class BYOL(Method):
         momentum_schedule: Literal["cosine", "constant"] = "cosine",
     ) -> None:
         super().__init__(backbone, view_recipe)
-        if view_recipe.num_views != 2:
-            raise ValueError(
-                f"BYOL uses exactly 2 views, the recipe makes {view_recipe.num_views}; "
-                "build it from selfsup.views.byol_views(size)"
-            )
+        check_recipe(view_recipe, "BYOL", "selfsup.views.byol_views(size)")
         check_momentum(momentum_base, "momentum_base", "BYOL uses 0.996 (1000 epochs) or 0.99")
         check_schedule(momentum_schedule)
         self.projector = projector
@@ -162,23 +178,27 @@ class BYOL(Method):
         )
 
     def training_step(self, views: list[Tensor]) -> StepOutput:
-        x1, x2 = views  # [N, C, H, W] each
-        # Each view is its own forward pass, as in the official code: BatchNorm statistics
-        # are per view, in the online and in the target network.
-        h1 = self.backbone(x1)  # [N, feature_dim]
-        z1 = self.projector(h1)  # [N, D]
-        z2 = self.projector(self.backbone(x2))  # [N, D]
-        p1, p2 = self.predictor(z1), self.predictor(z2)  # [N, D]
+        check_views(views, "BYOL")
+        # Each global view is its own forward pass, as in the official code: BatchNorm
+        # statistics are per view, in the online and in the target network (local crops: one
+        # pass together). (h [N, F], z [N, D], p [N, D]) per view.
+        online = forward_by_size(self._online, views, separate=2)
         with torch.no_grad():  # stop-gradient: the target only provides regression targets
-            t1 = self.target(x1)  # [N, D]
-            t2 = self.target(x2)  # [N, D]
-        loss = byol_loss(p1, t2) + byol_loss(p2, t1)
-        z = torch.cat([z1, z2]).detach()  # [2N, D]
+            targets = [self.target(x) for x in views[:2]]  # [N, D] each
+        pairs = crop_pairs(len(views))  # [(0, 1), (1, 0)] without local crops
+        loss = 2 * torch.stack([byol_loss(online[v][2], targets[t]) for t, v in pairs]).mean()
+        z = torch.cat([z_v for _, z_v, _ in online]).detach()  # [V N, D]
+        h1 = online[0][0]
         logs = {
             "embedding_std": embedding_std(z),
             "target_momentum": self.target.momentum.detach().clone(),
         }
         return StepOutput(loss, logs, z, features=h1.detach())
+
+    def _online(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        h = self.backbone(x)  # [B, feature_dim]
+        z = self.projector(h)  # [B, D]
+        return h, z, self.predictor(z)  # [B, F], [B, D], [B, D]
 
     def after_step(self, progress: Progress) -> None:
         r"""EMA of the online backbone and projector into the target: :math:`\xi \leftarrow

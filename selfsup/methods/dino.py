@@ -55,11 +55,17 @@ from torch import Tensor, nn
 
 from selfsup.backbones import feature_dim
 from selfsup.methods.base import Method, Progress, StepOutput, embedding_std
-from selfsup.methods.registry import register_method
+from selfsup.methods.registry import MultiCrop, register_method
 from selfsup.nn.ema import EMATarget
 from selfsup.nn.heads import DINOHead
 from selfsup.nn.losses import DINOLoss, dino_cross_entropy, dino_teacher_probs
-from selfsup.views import MultiViewTransform, ViewSpec, dino_views
+from selfsup.views import (
+    MultiViewTransform,
+    ViewSpec,
+    dino_global_views,
+    dino_local_view,
+    forward_by_size,
+)
 
 if TYPE_CHECKING:
     from selfsup.config import Config
@@ -85,24 +91,20 @@ def teacher_temperature_schedule(
     )
 
 
-def _views(cfg: Config) -> list[ViewSpec]:
-    n = cfg.dino
-    global_scale = (n.global_crop_scale[0], n.global_crop_scale[1])
-    local_scale = (n.local_crop_scale[0], n.local_crop_scale[1])
-    return dino_views(cfg.views.size, n.local_size, n.num_local_crops, global_scale, local_scale)
+def _global_views(cfg: Config) -> list[ViewSpec]:
+    scale = cfg.dino.global_crop_scale
+    return dino_global_views(cfg.views.size, (scale[0], scale[1]))
 
 
-def _same_size_groups(views: list[Tensor]) -> list[tuple[int, int]]:
-    """``(start, end)`` index ranges of consecutive views with the same shape."""
-    groups, start = [], 0
-    for i in range(1, len(views) + 1):
-        if i == len(views) or views[i].shape != views[start].shape:
-            groups.append((start, i))
-            start = i
-    return groups
+def _local_view(cfg: Config, size: int, scale: tuple[float, float]) -> ViewSpec:
+    return dino_local_view(size, scale)
 
 
-@register_method("dino", views=_views, num_global_views=2)
+@register_method(
+    "dino",
+    views=_global_views,
+    multicrop=MultiCrop(count=8, scale=(0.05, 0.4), local_view=_local_view),
+)
 class DINO(Method):
     r"""DINO = student (backbone + DINO head), EMA teacher, centered + sharpened targets.
 
@@ -243,9 +245,7 @@ class DINO(Method):
         One backbone pass per crop size (the globals together, the locals together), as the
         official multi-crop wrapper does: BatchNorm statistics are per resolution group.
         """
-        features = [
-            self.backbone(torch.cat(views[a:b])) for a, b in _same_size_groups(views)
-        ]  # [n_group*B, F] each
+        features = forward_by_size(self.backbone, views)  # [B, F] per crop
         bottleneck = self.head.bottleneck(torch.cat(features))  # [V*B, d]
         logits = self.head.last_layer(bottleneck)  # [V*B, K]
         batch = views[0].shape[0]

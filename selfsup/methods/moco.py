@@ -17,6 +17,9 @@ are computed without gradient and enqueued *after* the logits of the step. MoCo 
 preset with a linear projector (``mlp(feature_dim, feature_dim, 128, num_layers=1,
 batch_norm=False)``) and :math:`T = 0.07`; v2 is the 2048-ReLU-128 MLP and :math:`T = 0.2`.
 
+Multi-crop (``views.local_crops``, off by default): every local crop is one more query of the
+same key (the key comes from the second global view only), the loss averaged over the queries.
+
 BatchNorm in the key encoder would let a query and its positive key communicate through the
 batch statistics. The official code shuffles the key batch across GPUs (*shuffle-BN*); on one
 process the official single-GPU demo normalises sub-batches separately (*split-BN*) and shuffles
@@ -61,14 +64,14 @@ from selfsup.methods._checks import (
     positive_int,
 )
 from selfsup.methods.base import Method, Progress, StepOutput, embedding_std
-from selfsup.methods.registry import register_method
+from selfsup.methods.registry import MultiCrop, register_method
 from selfsup.nn.batchnorm import convert_to_split_batchnorm
 from selfsup.nn.distributed import gather_no_grad, is_distributed, shuffle_batch, unshuffle_batch
 from selfsup.nn.ema import EMATarget
 from selfsup.nn.heads import mlp
 from selfsup.nn.losses import infonce_queue_loss
 from selfsup.nn.queue import MemoryQueue
-from selfsup.views import MultiViewTransform, moco_v2_view
+from selfsup.views import MultiViewTransform, forward_by_size, moco_v2_view
 
 if TYPE_CHECKING:
     from selfsup.config import Config
@@ -92,7 +95,11 @@ def moco_v2_projector(
     return mlp(feature_dim, hidden_dim, out_dim, num_layers=2, batch_norm=False)
 
 
-@register_method("moco", views=lambda cfg: [moco_v2_view(cfg.views.size)] * 2)
+@register_method(
+    "moco",
+    views=lambda cfg: [moco_v2_view(cfg.views.size)] * 2,
+    multicrop=MultiCrop(count=0, scale=(0.05, 0.14)),
+)
 class MoCo(Method):
     r"""MoCo v2: query encoder + EMA key encoder + queue of negatives, InfoNCE on one direction.
 
@@ -192,18 +199,23 @@ class MoCo(Method):
 
     def training_step(self, views: list[Tensor]) -> StepOutput:
         check_views(views, "MoCo")
-        x_q, x_k = views  # [N, C, H, W] each: query view, key view
-        h = self.backbone(x_q)  # [N, feature_dim]
-        q = self.projector(h)  # [N, D]
+        x_k = views[1]  # [N, C, H, W]: the key view; the others are queries
+        queries = [views[0], *views[2:]]
+        h = forward_by_size(self.backbone, queries)  # [N, feature_dim] per query view
+        q = self.projector(torch.cat(h))  # [Q N, D]
         with torch.no_grad():  # no gradient to keys
             x_shuffled, unshuffle = shuffle_batch(x_k)  # shuffle-BN / split-BN on a random mix
             k = unshuffle_batch(self.target(x_shuffled), unshuffle)  # [N, D], rows of x_k
             k = F.normalize(k.float(), dim=1)
-        loss = infonce_queue_loss(q, k, self.queue.keys, self.temperature)
+        losses = [
+            infonce_queue_loss(q_v, k, self.queue.keys, self.temperature)
+            for q_v in q.chunk(len(queries))
+        ]
+        loss = torch.stack(losses).mean()
         self._pending_keys = gather_no_grad(k)  # [W N, D], enqueued after the step
         q_detached = q.detach()
         logs = {"embedding_std": embedding_std(q_detached)}
-        return StepOutput(loss, logs, q_detached, features=h.detach())
+        return StepOutput(loss, logs, q_detached, features=h[0].detach())
 
     def after_step(self, progress: Progress) -> None:
         r"""Key encoder EMA :math:`\theta_k \leftarrow m\theta_k + (1 - m)\theta_q` (parameters

@@ -11,6 +11,10 @@ and :math:`k = g_m(f_m(x))` (momentum backbone and projector),
     \qquad L = \mathrm{ctr}(q_1, k_2) + \mathrm{ctr}(q_2, k_1),
 
 over L2-normalised vectors, with the momentum rising from :math:`m_0` to 1 on a half cosine.
+Multi-crop (``views.local_crops``, off by default): keys from the 2 global views only, every
+other view's query against each of them, :math:`L = \frac{2}{|P|} \sum_{(t, v) \in P}
+\mathrm{ctr}(q_v, k_t)` over the pairs :math:`P` of :func:`~selfsup.views.crop_pairs` (with 2
+views, the loss above).
 
 Differences from the reference:
     * The EMA update runs in ``after_step`` (after the optimiser step) rather than at the start
@@ -33,11 +37,18 @@ from torch import Tensor, nn
 from selfsup.backbones import feature_dim
 from selfsup.methods._checks import check_momentum, check_recipe, check_temperature, check_views
 from selfsup.methods.base import Method, Progress, StepOutput, embedding_std
-from selfsup.methods.registry import register_method
+from selfsup.methods.registry import MultiCrop, register_method
 from selfsup.nn.ema import EMATarget
 from selfsup.nn.heads import mlp
 from selfsup.nn.losses import moco_v3_loss
-from selfsup.views import MultiViewTransform, byol_views
+from selfsup.views import (
+    MultiViewTransform,
+    ViewSpec,
+    byol_local_view,
+    byol_views,
+    crop_pairs,
+    forward_by_size,
+)
 
 if TYPE_CHECKING:
     from selfsup.config import Config
@@ -98,7 +109,15 @@ def moco_v3_predictor(
     )
 
 
-@register_method("mocov3", views=lambda cfg: byol_views(cfg.views.size))
+def _local_view(cfg: Config, size: int, scale: tuple[float, float]) -> ViewSpec:
+    return byol_local_view(size, scale)
+
+
+@register_method(
+    "mocov3",
+    views=lambda cfg: byol_views(cfg.views.size),
+    multicrop=MultiCrop(count=0, scale=(0.05, 0.14), local_view=_local_view),
+)
 class MoCoV3(Method):
     r"""MoCo v3: backbone + projector + predictor, momentum backbone + projector, no queue.
 
@@ -173,21 +192,26 @@ class MoCoV3(Method):
 
     def training_step(self, views: list[Tensor]) -> StepOutput:
         check_views(views, "MoCo v3")
-        x1, x2 = views  # [N, C, H, W] each
-        h1 = self.backbone(x1)  # [N, feature_dim]
-        q1 = self.predictor(self.projector(h1))  # [N, D]
-        q2 = self.predictor(self.projector(self.backbone(x2)))  # [N, D]
-        with torch.no_grad():  # keys: momentum encoder, no gradient
-            k1 = self.target(x1)  # [N, D]
-            k2 = self.target(x2)  # [N, D]
+        # One pass per global view (BatchNorm statistics per view, as the official code), the
+        # local crops together: (features [N, F], queries [N, D]) per view.
+        online = forward_by_size(self._online, views, separate=2)
+        with torch.no_grad():  # keys: momentum encoder on the global views, no gradient
+            keys = [self.target(x) for x in views[:2]]  # [N, D] each
         t, gather = self.temperature, self.gather_distributed
-        loss = moco_v3_loss(q1, k2, t, gather) + moco_v3_loss(q2, k1, t, gather)
-        q = torch.cat([q1, q2]).detach()  # [2N, D]
+        pairs = crop_pairs(len(views))  # [(0, 1), (1, 0)] without local crops
+        losses = [moco_v3_loss(online[v][1], keys[k], t, gather) for k, v in pairs]
+        loss = 2 * torch.stack(losses).mean()
+        q = torch.cat([query for _, query in online]).detach()  # [V N, D]
+        h1 = online[0][0]
         logs = {
             "embedding_std": embedding_std(q),
             "target_momentum": self.target.momentum.detach().clone(),
         }
         return StepOutput(loss, logs, q, features=h1.detach())
+
+    def _online(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.backbone(x)  # [B, feature_dim]
+        return h, self.predictor(self.projector(h))  # [B, F], [B, D]
 
     def after_step(self, progress: Progress) -> None:
         r"""EMA of backbone and projector into the target with the cosine momentum

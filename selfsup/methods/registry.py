@@ -8,6 +8,7 @@ if/elif chain anywhere names the methods.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -17,10 +18,36 @@ if TYPE_CHECKING:
     from selfsup.methods.base import Method
     from selfsup.views import ViewSpec
 
-__all__ = ["MethodEntry", "get_method", "method_names", "register_method"]
+__all__ = ["MethodEntry", "MultiCrop", "get_method", "method_names", "register_method"]
 
 ViewsFn = Callable[["Config"], "list[ViewSpec]"]
+LocalViewFn = Callable[["Config", int, "tuple[float, float]"], "ViewSpec"]
 M = TypeVar("M", bound="type[Method]")
+
+
+@dataclass(frozen=True)
+class MultiCrop:
+    """A method that takes local crops (``views.local_crops``) after its global views.
+
+    Attributes:
+        count: local crops when ``views.local_crops`` is null (DINO 8, SwAV 6; 0 = off by
+            default but available).
+        scale: area range of the local crops when ``views.local_crop_scale`` is null.
+        local_view: ``(cfg, size, scale) -> ViewSpec`` of one local crop; None = the first
+            global view at the local size and scale.
+    """
+
+    count: int = 0
+    scale: tuple[float, float] = (0.05, 0.4)
+    local_view: LocalViewFn | None = None
+
+    def view(self, cfg: Config, first_global: ViewSpec, size: int) -> ViewSpec:
+        """One local crop's recipe at ``size`` px with the configured (or default) scale."""
+        given = cfg.views.local_crop_scale
+        scale = (given[0], given[1]) if given is not None else self.scale
+        if self.local_view is not None:
+            return self.local_view(cfg, size, scale)
+        return dataclasses.replace(first_global, size=size, crop_scale=scale)
 
 
 @dataclass(frozen=True)
@@ -32,15 +59,14 @@ class MethodEntry:
         cls: the :class:`~selfsup.methods.base.Method` subclass; its ``from_config(cfg,
             backbone, view_recipe)`` builds it.
         views: the method's own view recipe for a config (REFERENCE.md), before the user's
-            ``views.*`` overrides.
-        num_global_views: how many leading views ``views.crop_min_scale`` applies to (DINO's
-            local crops keep their own scale); None = all.
+            ``views.*`` overrides: its global views (local crops come from ``multicrop``).
+        multicrop: how the method takes local crops; None = it cannot (MAE, pretext tasks).
     """
 
     name: str
     cls: type[Method]
     views: ViewsFn
-    num_global_views: int | None = None
+    multicrop: MultiCrop | None = None
 
     def section(self, cfg: Config) -> Any:
         """This method's config section of ``cfg`` (e.g. ``cfg.byol``)."""
@@ -51,9 +77,10 @@ _REGISTRY: dict[str, MethodEntry] = {}
 
 
 def register_method(
-    name: str, *, views: ViewsFn, num_global_views: int | None = None
+    name: str, *, views: ViewsFn, multicrop: MultiCrop | None = None
 ) -> Callable[[M], M]:
-    """Class decorator: register a method under ``name`` with its default views.
+    """Class decorator: register a method under ``name`` with its default (global) views and,
+    for a method that takes local crops, its :class:`MultiCrop` defaults.
 
     Example:
         >>> from selfsup.methods.base import Method
@@ -72,7 +99,7 @@ def register_method(
                 "choose another name"
             )
         cls.name = name
-        _REGISTRY[name] = MethodEntry(name, cls, views, num_global_views)
+        _REGISTRY[name] = MethodEntry(name, cls, views, multicrop)
         return cls
 
     return decorate

@@ -10,6 +10,12 @@ projection, whose gradient is stopped:
     D(p, z) = -\frac{p}{\lVert p \rVert_2} \cdot \frac{z}{\lVert z \rVert_2}, \qquad
     \mathcal{L} = \tfrac12 D(p_1, \mathrm{sg}(z_2)) + \tfrac12 D(p_2, \mathrm{sg}(z_1)).
 
+Multi-crop (``views.local_crops``, off by default): the stop-gradient projections of the 2
+global views are the targets of every other view's prediction, averaged over the pairs
+:math:`P` of :func:`~selfsup.views.crop_pairs`,
+:math:`\mathcal{L} = \frac{1}{|P|} \sum_{(t, v) \in P} D(p_v, \mathrm{sg}(z_t))` (with 2 views,
+the loss above).
+
 No negatives, no momentum encoder, no large batch: the stop-gradient alone prevents collapse.
 Without it (``stop_gradient=False``, the paper's Fig. 2 ablation) the loss heads for its
 minimum -1 within a few dozen steps and the projections collapse: the projector's last
@@ -43,10 +49,10 @@ from torch import Tensor, nn
 from selfsup.backbones import feature_dim
 from selfsup.methods._checks import check_recipe, check_views
 from selfsup.methods.base import Method, StepOutput, embedding_std
-from selfsup.methods.registry import register_method
+from selfsup.methods.registry import MultiCrop, register_method
 from selfsup.nn.heads import mlp
 from selfsup.nn.losses import simsiam_loss
-from selfsup.views import MultiViewTransform, moco_v2_view
+from selfsup.views import MultiViewTransform, crop_pairs, forward_by_size, moco_v2_view
 
 if TYPE_CHECKING:
     from selfsup.config import Config
@@ -90,7 +96,11 @@ def simsiam_predictor(dim: int = 2048, hidden_dim: int = 512) -> nn.Sequential:
     return mlp(dim, hidden_dim, dim, num_layers=2, batch_norm=True)
 
 
-@register_method("simsiam", views=lambda cfg: [moco_v2_view(cfg.views.size)] * 2)
+@register_method(
+    "simsiam",
+    views=lambda cfg: [moco_v2_view(cfg.views.size)] * 2,
+    multicrop=MultiCrop(count=0, scale=(0.05, 0.14)),  # off by default; SwAV's local scale
+)
 class SimSiam(Method):
     r"""SimSiam = backbone + projector + predictor; stop-gradient on the target projection.
 
@@ -99,7 +109,7 @@ class SimSiam(Method):
         projector: features ``[B, F]`` -> projections ``[B, D]`` (:func:`simsiam_projector`).
         predictor: ``[B, D]`` -> ``[B, D]`` (:func:`simsiam_predictor`).
         view_recipe: two views per image (the paper's are MoCo v2's,
-            :func:`selfsup.views.moco_v2_view`).
+            :func:`selfsup.views.moco_v2_view`), then any local crops.
         fixed_predictor_lr: the predictor's parameters keep the peak learning rate (the
             paper's better setting, official ``--fix-pred-lr``).
         stop_gradient: stop the gradient through the target projection; False is the collapse
@@ -157,16 +167,20 @@ class SimSiam(Method):
 
     def training_step(self, views: list[Tensor]) -> StepOutput:
         check_views(views, "SimSiam")
-        x1, x2 = views  # [N, C, H, W] each
-        # One pass per view, as in the official code: BatchNorm statistics are per view.
-        h1 = self.backbone(x1)  # [N, feature_dim]
-        z1 = self.projector(h1)  # [N, D]
-        z2 = self.projector(self.backbone(x2))  # [N, D]
-        p1, p2 = self.predictor(z1), self.predictor(z2)  # [N, D]
+        # (h [N, F], z [N, D], p [N, D]) per view. Each global view is its own pass, as in the
+        # official code (BatchNorm statistics per view); local crops share one.
+        out = forward_by_size(self._encode, views, separate=2)
+        pairs = crop_pairs(len(views))  # (target, predicting view): [(0, 1), (1, 0)] at 2 views
         sg = self.stop_gradient
-        loss = 0.5 * simsiam_loss(p1, z2, sg) + 0.5 * simsiam_loss(p2, z1, sg)
-        z = torch.cat([z1, z2]).detach()  # [2N, D]
+        loss = torch.stack([simsiam_loss(out[v][2], out[t][1], sg) for t, v in pairs]).mean()
+        z = torch.cat([z_v for _, z_v, _ in out]).detach()  # [V N, D]
+        h1 = out[0][0]
         return StepOutput(loss, {"embedding_std": embedding_std(z)}, z, features=h1.detach())
+
+    def _encode(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        h = self.backbone(x)  # [B, feature_dim]
+        z = self.projector(h)  # [B, D]
+        return h, z, self.predictor(z)  # [B, F], [B, D], [B, D]
 
     def extra_repr(self) -> str:
         return f"fixed_predictor_lr={self.fixed_predictor_lr}, stop_gradient={self.stop_gradient}"

@@ -55,13 +55,13 @@ from torch import Tensor, nn
 from selfsup.backbones import feature_dim
 from selfsup.methods._checks import check_recipe, check_views, positive_int
 from selfsup.methods.base import Method, Progress, StepOutput, embedding_std
-from selfsup.methods.registry import register_method
+from selfsup.methods.registry import MultiCrop, register_method
 from selfsup.nn import distributed
 from selfsup.nn.heads import mlp
 from selfsup.nn.losses import swapped_prediction_loss
 from selfsup.nn.queue import MemoryQueue
 from selfsup.nn.sinkhorn import sinkhorn_knopp
-from selfsup.views import MultiViewTransform, swav_view
+from selfsup.views import MultiViewTransform, crop_pairs, forward_by_size, swav_view
 
 if TYPE_CHECKING:
     from selfsup.config import Config
@@ -84,7 +84,11 @@ def swav_projector(feature_dim: int, hidden_dim: int = 2048, out_dim: int = 128)
     return mlp(feature_dim, hidden_dim, out_dim, num_layers=2, batch_norm=True)
 
 
-@register_method("swav", views=lambda cfg: [swav_view(cfg.views.size)] * 2)
+@register_method(
+    "swav",
+    views=lambda cfg: [swav_view(cfg.views.size)] * 2,  # global crops: area 0.14-1
+    multicrop=MultiCrop(count=6, scale=(0.05, 0.14)),  # the paper's 2 x 224 + 6 x 96
+)
 class SwAV(Method):
     r"""SwAV = backbone + projector + prototypes; Sinkhorn-Knopp codes, swapped prediction.
 
@@ -138,7 +142,7 @@ class SwAV(Method):
         proj_out_dim: int,
     ) -> None:
         super().__init__(backbone, view_recipe)
-        check_recipe(view_recipe, "SwAV", "[selfsup.views.swav_view(size)] * 2")
+        check_recipe(view_recipe, "SwAV", "[selfsup.views.swav_view(size)] * 2 + local crops")
         positive_int(proj_out_dim, "proj_out_dim", "pass the projector's output (128 in SwAV)")
         if isinstance(num_prototypes, bool) or not isinstance(num_prototypes, int):
             raise ValueError(f"num_prototypes must be an integer, got {num_prototypes!r}")
@@ -237,14 +241,14 @@ class SwAV(Method):
         check_views(views, "SwAV")
         self.normalize_prototypes()
         batch = views[0].shape[0]
-        # The same-size crops in one backbone pass, as the official multi-crop forward.
-        h = self.backbone(torch.cat(views))  # [V*B, feature_dim]
-        z = F.normalize(self.projector(h), dim=1)  # [V*B, D]
-        scores = list(self.prototypes(z).split(batch))  # V x [B, K]
+        # One backbone pass per crop size (the globals together, the locals together), as the
+        # official multi-crop forward: (h [B, F], z [B, D], scores [B, K]) per crop.
+        out = forward_by_size(self._embed, views)
+        scores = [s for _, _, s in out]
         codes = [self.codes(scores[t], t) for t in range(NUM_CODE_CROPS)]  # 2 x [B, K]
-        pairs = [(0, 1), (1, 0)]  # (code crop, predicting crop)
+        pairs = crop_pairs(len(views), NUM_CODE_CROPS)  # (code crop, predicting crop)
         loss = swapped_prediction_loss(scores, codes, pairs, self.temperature)
-        z_global = z[: NUM_CODE_CROPS * batch].detach()  # [2B, D]
+        z_global = torch.cat([z for _, z, _ in out[:NUM_CODE_CROPS]]).detach()  # [2B, D]
         if self.queue is not None:
             self._pending = z_global.view(NUM_CODE_CROPS, batch, -1)
         q = torch.cat(codes)  # [2B, K]
@@ -253,7 +257,12 @@ class SwAV(Method):
             "queue_in_use": torch.tensor(float(self.queue_in_use), device=q.device),
             "embedding_std": embedding_std(z_global),
         }
-        return StepOutput(loss, logs, z_global, features=h[:batch].detach())
+        return StepOutput(loss, logs, z_global, features=out[0][0].detach())
+
+    def _embed(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        h = self.backbone(x)  # [B, feature_dim]
+        z = F.normalize(self.projector(h), dim=1)  # [B, D], unit rows
+        return h, z, self.prototypes(z)  # [B, F], [B, D], [B, K]: s = z . C
 
     def before_optimizer_step(self, progress: Progress) -> None:
         """No prototype update during the first ``freeze_prototypes_epochs`` (in steps)."""

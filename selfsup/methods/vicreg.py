@@ -20,6 +20,10 @@ or above over the batch (collapse costs :math:`\mu (1 - \sqrt\epsilon)`); the co
 decorrelates the dimensions. Each branch is regularised on its own: no negatives, no momentum
 network, no stop-gradient, no BatchNorm on the embeddings.
 
+Multi-crop (``views.local_crops``, off by default): the loss of every unordered pair with a
+global view (:func:`~selfsup.views.crop_pairs`, ``symmetric=True``), averaged; with 2 views,
+the loss above.
+
 Paper defaults (``VICRegConfig.standalone``): expander 8192-8192-8192, LARS 0.2 x B/256 (biases
 and BN parameters outside weight decay and the trust ratio), weight decay 1e-6, 10 warm-up
 epochs, cosine to 1/1000 of the peak, batch 2048, 1000 epochs.
@@ -45,9 +49,9 @@ from selfsup.backbones import feature_dim
 from selfsup.methods._checks import check_recipe, check_views
 from selfsup.methods.barlow import barlow_projector
 from selfsup.methods.base import Method, StepOutput, embedding_std
-from selfsup.methods.registry import register_method
+from selfsup.methods.registry import MultiCrop, register_method
 from selfsup.nn.losses import VICRegLoss
-from selfsup.views import MultiViewTransform, byol_views
+from selfsup.views import MultiViewTransform, byol_views, crop_pairs, forward_by_size
 
 if TYPE_CHECKING:
     from selfsup.config import Config
@@ -55,7 +59,11 @@ if TYPE_CHECKING:
 __all__ = ["VICReg"]
 
 
-@register_method("vicreg", views=lambda cfg: byol_views(cfg.views.size))
+@register_method(
+    "vicreg",
+    views=lambda cfg: byol_views(cfg.views.size),
+    multicrop=MultiCrop(count=0, scale=(0.05, 0.14)),  # off by default; SwAV's local scale
+)
 class VICReg(Method):
     r"""VICReg = backbone + expander + the variance-invariance-covariance loss.
 
@@ -63,7 +71,8 @@ class VICReg(Method):
         backbone: the encoder (``encoder`` for evaluation).
         projector: the expander, features ``[B, F]`` -> embeddings ``[B, D]``
             (:func:`~selfsup.methods.barlow.barlow_projector`: the same 3 x 8192 layout).
-        view_recipe: two views per image (BYOL's asymmetric pair, as in the official code).
+        view_recipe: two views per image (BYOL's asymmetric pair, as in the official code),
+            then any local crops.
         invariance_weight: :math:`\lambda` (25).
         variance_weight: :math:`\mu` (25).
         covariance_weight: :math:`\nu` (1).
@@ -121,18 +130,22 @@ class VICReg(Method):
 
     def training_step(self, views: list[Tensor]) -> StepOutput:
         check_views(views, "VICReg")
-        x1, x2 = views  # [N, C, H, W] each
-        # One pass per view, as in the official code: BatchNorm statistics are per view.
-        h1 = self.backbone(x1)  # [N, feature_dim]
-        z1 = self.projector(h1)  # [N, D]
-        z2 = self.projector(self.backbone(x2))  # [N, D]
-        invariance, variance, covariance = self.criterion.terms(z1, z2)
-        loss = self.criterion.combine(invariance, variance, covariance)
-        z = torch.cat([z1, z2]).detach()  # [2N, D]
+        # (h [N, F], z [N, D]) per view. Each global view is its own pass, as in the official
+        # code (BatchNorm statistics per view); local crops share one.
+        out = forward_by_size(self._encode, views, separate=2)
+        pairs = crop_pairs(len(views), symmetric=True)  # [(0, 1)] at 2 views
+        terms = [self.criterion.terms(out[i][1], out[j][1]) for i, j in pairs]
+        invariance, variance, covariance = (torch.stack(t).mean() for t in zip(*terms))
+        loss = self.criterion.combine(invariance, variance, covariance)  # mean over the pairs
+        z = torch.cat([z_v for _, z_v in out]).detach()  # [V N, D]
         logs = {
             "invariance": invariance.detach(),
             "variance": variance.detach(),
             "covariance": covariance.detach(),
             "embedding_std": embedding_std(z),
         }
-        return StepOutput(loss, logs, z, features=h1.detach())
+        return StepOutput(loss, logs, z, features=out[0][0].detach())
+
+    def _encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.backbone(x)  # [B, feature_dim]
+        return h, self.projector(h)  # [B, F], [B, D]

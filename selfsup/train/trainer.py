@@ -119,6 +119,9 @@ class Trainer:
         method = build.make_method(cfg, self.in_channels)
         spe, classes = self.steps_per_epoch, self.train_set.num_classes  # classes: online probe
         self.train_step = TrainStep.from_config(cfg, method, spe, self.device, classes)
+        # Data statistics (Colorization's colour prior), before any step; a resumed run then
+        # loads the same values from its checkpoint.
+        self.method.prepare_data(self.train_set)
         self.view_generator = torch.Generator(device=self.device).manual_seed(t.seed)
         self.step = 0  # optimiser steps completed
 

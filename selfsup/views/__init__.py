@@ -2,14 +2,22 @@
 
 ``ops`` holds the vectorised operations (each split into parameter sampling and application);
 ``spec`` holds :class:`ViewSpec`, one view's recipe; ``recipes`` the per-method presets;
-``transforms`` the :class:`MultiViewTransform` and :class:`EvalTransform` that apply them.
+``transforms`` the :class:`MultiViewTransform` and :class:`EvalTransform` that apply them;
+``multicrop`` the pairs and the per-resolution forward of local crops.
 """
 
+from selfsup.views.multicrop import crop_pairs, forward_by_size, size_groups
 from selfsup.views.recipes import (
+    byol_local_view,
     byol_views,
+    colorization_view,
+    dino_global_views,
+    dino_local_view,
     dino_views,
+    jigsaw_view,
     mae_view,
     moco_v2_view,
+    rotation_view,
     simclr_small_view,
     simclr_view,
     swav_view,
@@ -21,11 +29,20 @@ __all__ = [
     "EvalTransform",
     "MultiViewTransform",
     "ViewSpec",
+    "byol_local_view",
     "byol_views",
+    "colorization_view",
+    "crop_pairs",
+    "dino_global_views",
+    "dino_local_view",
     "dino_views",
+    "forward_by_size",
+    "jigsaw_view",
     "mae_view",
     "moco_v2_view",
+    "rotation_view",
     "simclr_small_view",
     "simclr_view",
+    "size_groups",
     "swav_view",
 ]

@@ -1,4 +1,5 @@
-"""The per-method view presets: SimCLR, BYOL, MoCo v2, MAE, DINO's multi-crop and SwAV.
+"""The per-method view presets: SimCLR, BYOL, MoCo v2, MAE, DINO's multi-crop, SwAV,
+Colorization, and the crops that rotation prediction and jigsaw puzzles start from.
 
 Each returns :class:`ViewSpec` objects with the reference implementation's values; the
 docstrings name the paper, the official code and where this library differs from it.
@@ -12,10 +13,16 @@ import math
 from selfsup.views.spec import ViewSpec
 
 __all__ = [
+    "byol_local_view",
     "byol_views",
+    "colorization_view",
+    "dino_global_views",
+    "dino_local_view",
     "dino_views",
+    "jigsaw_view",
     "mae_view",
     "moco_v2_view",
+    "rotation_view",
     "simclr_small_view",
     "simclr_view",
     "swav_view",
@@ -88,6 +95,19 @@ def byol_views(size: int = 224, crop_scale: tuple[float, float] = (0.08, 1.0)) -
         solarize_p=0.0,
     )
     return [common, dataclasses.replace(common, blur_p=0.1, solarize_p=0.2)]
+
+
+def byol_local_view(size: int = 96, scale: tuple[float, float] = (0.05, 0.14)) -> ViewSpec:
+    """A local crop for BYOL-style recipes (BYOL, MoCo v3 with ``views.local_crops``): the
+    common distortions of :func:`byol_views` with blur p 0.5 and no solarize, between its two
+    views (DINO's local crops, whose recipe is BYOL's, use the same).
+
+    Example:
+        >>> spec = byol_local_view(12)
+        >>> spec.size, spec.blur_p, spec.solarize_p
+        (12, 0.5, 0.0)
+    """
+    return dataclasses.replace(byol_views(size, scale)[0], blur_p=0.5, solarize_p=0.0)
 
 
 def moco_v2_view(size: int = 224) -> ViewSpec:
@@ -186,28 +206,8 @@ def dino_views(
             f"num_local must be an integer >= 0, got {num_local!r}; DINO uses 8 (code) or 10 "
             "(paper) local crops"
         )
-
-    def crop(size: int, scale: tuple[float, float], blur_p: float, solarize_p: float) -> ViewSpec:
-        sigma_max = 2.0
-        kernel = 2 * math.ceil(3 * sigma_max) + 1  # +-3 sigma
-        return ViewSpec(
-            size=size,
-            crop_scale=scale,
-            brightness=0.4,
-            contrast=0.4,
-            saturation=0.2,
-            hue=0.1,
-            blur_p=blur_p,
-            blur_sigma=(0.1, sigma_max),
-            blur_kernel_fraction=min(1.0, max(0.1, kernel / size)),
-            solarize_p=solarize_p,
-        )
-
-    return [
-        crop(global_size, global_scale, 1.0, 0.0),
-        crop(global_size, global_scale, 0.1, 0.2),
-        *[crop(local_size, local_scale, 0.5, 0.0) for _ in range(num_local)],
-    ]
+    local = dino_local_view(local_size, local_scale)
+    return [*dino_global_views(global_size, global_scale), *[local] * num_local]
 
 
 def swav_view(size: int = 224, crop_scale: tuple[float, float] = (0.14, 1.0)) -> ViewSpec:
@@ -227,3 +227,82 @@ def swav_view(size: int = 224, crop_scale: tuple[float, float] = (0.14, 1.0)) ->
         ((0.14, 1.0), 0.8, 0.5)
     """
     return simclr_view(size, color_strength=1.0, blur=True, crop_scale=crop_scale)
+
+
+def _dino_crop(size: int, scale: tuple[float, float], blur_p: float, solarize_p: float) -> ViewSpec:
+    sigma_max = 2.0
+    kernel = 2 * math.ceil(3 * sigma_max) + 1  # +-3 sigma
+    return ViewSpec(
+        size=size,
+        crop_scale=scale,
+        brightness=0.4,
+        contrast=0.4,
+        saturation=0.2,
+        hue=0.1,
+        blur_p=blur_p,
+        blur_sigma=(0.1, sigma_max),
+        blur_kernel_fraction=min(1.0, max(0.1, kernel / size)),
+        solarize_p=solarize_p,
+    )
+
+
+def dino_global_views(size: int = 224, scale: tuple[float, float] = (0.4, 1.0)) -> list[ViewSpec]:
+    """DINO's two global crops (:func:`dino_views`): blur 1.0 / 0.1, solarize 0 / 0.2."""
+    return [_dino_crop(size, scale, 1.0, 0.0), _dino_crop(size, scale, 0.1, 0.2)]
+
+
+def dino_local_view(size: int = 96, scale: tuple[float, float] = (0.05, 0.4)) -> ViewSpec:
+    """One DINO local crop (:func:`dino_views`): blur 0.5, no solarize."""
+    return _dino_crop(size, scale, 0.5, 0.0)
+
+
+def rotation_view(size: int = 224, crop_scale: tuple[float, float] = (0.5, 1.0)) -> ViewSpec:
+    """RotNet's view (Gidaris et al. 2018), before the four rotations: a mild crop and a flip.
+
+    RandomResizedCrop(area ``crop_scale``, aspect 3/4-4/3) + horizontal flip 0.5; no colour
+    jitter, grayscale, blur or solarize: the task is the image's orientation, which colour
+    changes neither hide nor reveal. The official CIFAR-10 code augments with a random 32 px
+    crop of the image padded by 4 px and a horizontal flip; a resized crop of at least half
+    the area is our equally mild, size-agnostic stand-in.
+
+    Example:
+        >>> spec = rotation_view(32)
+        >>> spec.crop_scale, spec.flip_p, spec.jitter_p, spec.blur_p
+        ((0.5, 1.0), 0.5, 0.0, 0.0)
+    """
+    return dataclasses.replace(mae_view(size), crop_scale=crop_scale)
+
+
+def jigsaw_view(size: int = 225, crop_scale: tuple[float, float] = (0.6, 1.0)) -> ViewSpec:
+    """The crop a jigsaw puzzle is cut from (Noroozi & Favaro 2016): crop and flip only.
+
+    RandomResizedCrop(area ``crop_scale``, aspect 3/4-4/3) to ``size`` + horizontal flip 0.5,
+    no colour operations (each tile is normalised on its own afterwards). The paper cuts a
+    225 px crop at a random position of the image resized to 256 px (about 0.77 of its
+    area, not rescaled); on small images a resized crop keeps the puzzle at ``size`` without
+    cutting the image down further.
+
+    Example:
+        >>> spec = jigsaw_view(30)
+        >>> spec.size, spec.crop_scale, spec.jitter_p, spec.gray_p
+        (30, (0.6, 1.0), 0.0, 0.0)
+    """
+    return dataclasses.replace(mae_view(size), crop_scale=crop_scale)
+
+
+def colorization_view(size: int = 224) -> ViewSpec:
+    """Colorization's view (Zhang et al. 2016): crop and flip, nothing that changes colour.
+
+    The recipe of :func:`mae_view`: RandomResizedCrop(area 0.2-1, aspect 3/4-4/3) + horizontal
+    flip 0.5; no colour jitter, no grayscale, no blur, no solarize, since the view's colours are
+    the targets the network predicts.
+
+    Differences from the reference: the paper crops full-size ImageNet images; here the crop's
+    area is drawn in 0.2-1 of the image and resized bilinearly to ``size``.
+
+    Example:
+        >>> spec = colorization_view(32)
+        >>> spec.crop_scale, spec.jitter_p, spec.gray_p, spec.blur_p
+        ((0.2, 1.0), 0.0, 0.0, 0.0)
+    """
+    return mae_view(size)

@@ -15,20 +15,11 @@ from torch import Tensor
 
 from selfsup.methods.mae import MAE
 from selfsup.views import EvalTransform
+from selfsup.viz.grid import PAD_PX, save_image_columns, to_rgb
 
 __all__ = ["MASK_COLOR", "save_reconstruction_grid"]
 
 MASK_COLOR = (0.30, 0.40, 0.70)  # removed patches in the "masked input" column (muted blue)
-_HEADER_PX = 24  # strip above the grid holding the column titles
-_PAD_PX = 2  # blank border inside each cell
-_DPI = 100
-
-
-def _to_rgb(images: Tensor) -> Tensor:
-    """``[N, C, H, W]`` in [0, 1] -> ``[N, H, W, 3]`` float on the CPU (grey is repeated)."""
-    if images.shape[1] == 1:
-        images = images.expand(-1, 3, -1, -1)
-    return images.clamp(0.0, 1.0).permute(0, 2, 3, 1).float().cpu()
 
 
 def save_reconstruction_grid(
@@ -60,21 +51,14 @@ def save_reconstruction_grid(
         :data:`MASK_COLOR` in the middle column. With ``norm_pix_loss`` the reconstruction
         borrows each hidden patch's true mean and variance (see :meth:`MAE.reconstruct`).
     """
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as err:  # pragma: no cover - matplotlib is a dev dependency
-        raise ImportError(
-            "save_reconstruction_grid needs matplotlib: pip install 'selfsup[viz]'"
-        ) from err
     if images_uint8.ndim != 4 or images_uint8.dtype != torch.uint8 or len(images_uint8) == 0:
         raise ValueError(
             f"images_uint8 must be a non-empty uint8 batch [N, C, H, W], got "
             f"{images_uint8.dtype} {tuple(images_uint8.shape)}; pass raw dataset images"
         )
-    if max_images < 1 or cell_px < 4 * _PAD_PX:
+    if max_images < 1 or cell_px < 4 * PAD_PX:
         raise ValueError(
-            f"max_images must be >= 1 and cell_px >= {4 * _PAD_PX}, got {max_images} and "
+            f"max_images must be >= 1 and cell_px >= {4 * PAD_PX}, got {max_images} and "
             f"{cell_px}; the defaults 8 and 128 make a readable figure"
         )
     device = next(method.parameters()).device
@@ -94,8 +78,8 @@ def save_reconstruction_grid(
     s = torch.tensor(std, dtype=torch.float32, device=device).reshape(shape)
     original = x * s + m  # [N, C, S, S] pixel space
     pasted = original * (1 - mask) + (pred * s + m) * mask
-    original_rgb, pasted_rgb = _to_rgb(original), _to_rgb(pasted)
-    mask_rgb = _to_rgb(mask[:, :1])  # [N, S, S, 3], 1 = removed
+    original_rgb, pasted_rgb = to_rgb(original), to_rgb(pasted)
+    mask_rgb = to_rgb(mask[:, :1])  # [N, S, S, 3], 1 = removed
     color = torch.tensor(MASK_COLOR)
     masked_rgb = original_rgb * (1 - mask_rgb) + color * mask_rgb
     columns = (
@@ -104,29 +88,4 @@ def save_reconstruction_grid(
         ("reconstruction", pasted_rgb),
     )
 
-    rows = len(images)
-    width_px, height_px = 3 * cell_px, rows * cell_px + _HEADER_PX
-    fig = Figure(figsize=(width_px / _DPI, height_px / _DPI), dpi=_DPI, facecolor="white")
-    FigureCanvasAgg(fig)
-    inner = cell_px - 2 * _PAD_PX
-    for col, (title, column) in enumerate(columns):
-        fig.text(
-            (col + 0.5) * cell_px / width_px,
-            1 - 0.5 * _HEADER_PX / height_px,
-            title,
-            ha="center",
-            va="center",
-            fontsize=8 if cell_px < 128 else 10,
-        )
-        for row in range(rows):
-            left = col * cell_px + _PAD_PX
-            bottom = height_px - _HEADER_PX - (row + 1) * cell_px + _PAD_PX
-            ax = fig.add_axes(
-                (left / width_px, bottom / height_px, inner / width_px, inner / height_px)
-            )
-            ax.imshow(column[row].numpy(), interpolation="nearest", vmin=0.0, vmax=1.0)
-            ax.set_axis_off()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=_DPI, format="png")
-    return out
+    return save_image_columns(columns, path, cell_px)

@@ -13,7 +13,7 @@ import pytest
 
 from selfsup.cli import main
 from selfsup.cli.run_commands import build_config
-from selfsup.config import METHODS
+from selfsup.config import METHODS, local_crop_size
 from selfsup.methods import Progress
 from selfsup.train.trainer import Trainer
 from tests.e2e.test_cli import TINY
@@ -109,12 +109,12 @@ def test_a_method_alone_takes_its_papers_working_settings(method, capsys):
         assert cfg.backbone.name.startswith("vit") and cfg.views.size % cfg.backbone.patch_size == 0
         assert cfg.optim.betas == [0.9, 0.95] and cfg.optim.base_lr == 1.5e-4
     else:
-        assert cfg.dino.local_size == 14 and cfg.optim.clip_grad_mode == "per_tensor"
+        assert local_crop_size(cfg) == 14 and cfg.optim.clip_grad_mode == "per_tensor"
     # what the user sets wins over the method's settings
     cfg = build_config(None, [f"method={method}", "optim.name=sgd", "views.size=64"])
     assert cfg.optim.name == "sgd"
     if method == "dino":
-        assert cfg.dino.local_size == 27  # follows views.size: 96/224 of it
+        assert local_crop_size(cfg) == 27  # follows views.size: 96/224 of it
 
 
 def test_a_method_alone_that_still_fails_points_to_the_presets(capsys):

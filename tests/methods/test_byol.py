@@ -290,7 +290,7 @@ def test_encoder_is_the_online_backbone() -> None:
         ({"momentum_base": 1.5}, "momentum_base"),
         ({"momentum_base": float("nan")}, "momentum_base"),
         ({"momentum_schedule": "linear"}, "momentum_schedule"),
-        ({"views": 3}, "exactly 2 views"),
+        ({"views": 1}, "needs 2 global views"),
     ],
 )
 def test_rejects_bad_arguments_naming_them(kwargs: dict[str, object], match: str) -> None:

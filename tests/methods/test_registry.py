@@ -25,6 +25,8 @@ BUILT_IN = [
     "barlow",
     "vicreg",
     "swav",
+    "rotation",
+    "jigsaw",
 ]
 
 
@@ -63,12 +65,14 @@ def test_make_method_builds_the_registered_class_with_its_views(name: str) -> No
     cfg.views.mean, cfg.views.std = [0.5], [0.25]
     if name in ("mae", "dino"):
         cfg.backbone.name, cfg.backbone.patch_size = "vit_micro", 4
-        cfg.dino.local_size = 8
+        cfg.views.local_size = 8
     else:
         cfg.backbone.width = 0.125
     method = build.make_method(cfg, in_channels=1)
     assert type(method) is get_method(name).cls
-    expected_views = len(get_method(name).views(cfg))
+    multicrop = get_method(name).multicrop
+    local_crops = multicrop.count if multicrop is not None else 0
+    expected_views = len(get_method(name).views(cfg)) + local_crops
     assert method.view_recipe.num_views == expected_views
 
 

@@ -108,7 +108,7 @@ def test_the_predictor_is_declared_at_a_fixed_learning_rate() -> None:
     assert method.param_group_options() == {"predictor": {"fixed_lr": True}}
     method.fixed_predictor_lr = False
     assert method.param_group_options() == {}
-    with pytest.raises(ValueError, match="exactly 2 views"):
+    with pytest.raises(ValueError, match="needs 2 global views"):
         method.training_step(_views(method)[:1])
 
 

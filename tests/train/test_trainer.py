@@ -40,10 +40,14 @@ def test_lr_follows_the_precomputed_warmup_cosine_schedule(tmp_path):
     assert max(lrs) == pytest.approx(peak, rel=0.1) and lrs[0] < lrs[5]
 
 
-@pytest.mark.parametrize("method", ["moco", "simsiam", "barlow", "vicreg", "swav"])
+@pytest.mark.parametrize(
+    "method",
+    ["moco", "simsiam", "barlow", "vicreg", "swav", "rotation", "jigsaw", "colorization"],
+)
 def test_resume_continues_the_same_run_bitwise(tmp_path, method):
     """A run stopped by max_steps and continued is the same run (queue + pointer, EMA target,
-    schedules, RNGs). Every method, killed at any instant: tests/train/test_kill_resume.py."""
+    colour prior, schedules, RNGs). Every method, killed at any instant:
+    tests/train/test_kill_resume.py."""
     extra = METHOD_OVERRIDES[method]
     straight = Trainer(tiny_config("train.epochs=2", *extra), tmp_path / "a")
     straight.fit()

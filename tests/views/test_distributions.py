@@ -80,7 +80,6 @@ RECIPES: dict[str, list[Expected]] = {
     "simsiam": [MOCO_V2, MOCO_V2],
     "barlow": [BYOL_1, BYOL_2],
     "vicreg": [BYOL_1, BYOL_2],
-    "swav": [SWAV_GLOBAL, SWAV_GLOBAL],
 }
 
 
@@ -208,6 +207,16 @@ def test_dino_multi_crop_follows_the_reference_recipe() -> None:
     assert all(s.size < 224 for s in specs[2:]), "local crops are smaller"
     for i, (spec, exp) in enumerate(zip(specs, expected)):
         _check_view(_draw(spec, seed=200 + i), exp, seed=i)
+
+
+def test_swav_multi_crop_follows_the_reference_recipe() -> None:
+    specs = _specs("swav")
+    # 2 x 224 (area 0.14-1) + 6 x 96 (area 0.05-0.14), every crop SimCLR's distortion (s = 1)
+    # and blur 0.5 (official multicropdataset.py).
+    expected = [SWAV_GLOBAL] * 2 + [dataclasses.replace(SWAV_GLOBAL, scale=(0.05, 0.14))] * 6
+    assert [s.size for s in specs] == [224] * 2 + [96] * 6
+    for i, (spec, exp) in enumerate(zip(specs, expected)):
+        _check_view(_draw(spec, seed=300 + i), exp, seed=i)
 
 
 def test_grayscale_draws_nothing_on_one_channel_images() -> None:

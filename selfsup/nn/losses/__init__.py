@@ -7,9 +7,10 @@ single-process loss on the global batch when it is on.
 
 ``contrastive``: NT-Xent, InfoNCE with a queue, MoCo v3; ``regression``: BYOL, SimSiam;
 ``redundancy``: Barlow Twins, VICReg; ``swav``: SwAV's swapped prediction; ``dino``: DINO's
-targets, loss and center.
+targets, loss and center; ``colorization``: the rebalanced cross-entropy on ab bins.
 """
 
+from selfsup.nn.losses.colorization import rebalanced_soft_cross_entropy
 from selfsup.nn.losses.contrastive import NTXentLoss, infonce_queue_loss, moco_v3_loss, nt_xent_loss
 from selfsup.nn.losses.dino import DINOLoss, dino_cross_entropy, dino_loss, dino_teacher_probs
 from selfsup.nn.losses.redundancy import (
@@ -41,6 +42,7 @@ __all__ = [
     "moco_v3_loss",
     "nt_xent_loss",
     "off_diagonal",
+    "rebalanced_soft_cross_entropy",
     "simsiam_loss",
     "swapped_prediction_loss",
     "vicreg_loss",

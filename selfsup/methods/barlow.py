@@ -39,6 +39,8 @@ Differences from the reference:
       of the global loss; the official code sums per-process :math:`C` with an all-reduce
       outside autograd and standardises with SyncBatchNorm. The values are the same.
     * The loss is computed in float32 under mixed precision (the official code under autocast).
+    * Local crops (``views.local_crops``, off by default) extend the paper, which trains on 2
+      views.
     * The official ``--weight-decay`` default is 1e-6; the paper states 1.5e-6, used here.
 """
 

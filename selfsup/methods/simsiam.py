@@ -31,6 +31,8 @@ cosine schedule, batch 512, 100 epochs (``SimSiamConfig.standalone``).
 
 Differences from the reference:
     * The learning rate follows the cosine per step; the official code steps it per epoch.
+    * Local crops (``views.local_crops``, off by default) extend the paper, which trains on 2
+      views.
     * Hidden Linear layers and the projector's last Linear have no bias (BatchNorm follows
       each; the official last projector Linear keeps a frozen random bias, which the
       affine-free BatchNorm cancels).

@@ -36,6 +36,8 @@ Differences from the reference:
     * Variance and covariance are over the global batch (gathered with gradient), the
       invariance over this process's rows, as in the official code; float32 under mixed
       precision.
+    * Local crops (``views.local_crops``, off by default) extend the paper, which trains on 2
+      views.
 """
 
 from __future__ import annotations

@@ -161,3 +161,13 @@ def test_without_stop_gradient_simsiam_collapses_with_it_it_does_not() -> None:
     assert collapsed_rank["z"] < 2.0 < 4.0 < rank["z"]
     assert collapsed_rank["h"] < 0.5 * rank["h"]  # the backbone's features collapse with it
     assert np.mean(collapsed_std[-5:]) < 0.75 * np.mean(std[-5:])
+
+
+def test_simsiam_alone_takes_the_papers_sgd(capsys: pytest.CaptureFixture[str]) -> None:
+    from selfsup.cli.run_commands import build_config
+
+    cfg = build_config(None, ["method=simsiam"])  # validates
+    assert "configs/simsiam_fashion_mnist.yaml" in capsys.readouterr().err
+    o = cfg.optim
+    assert (o.name, o.base_lr, o.lr_scaling, o.weight_decay) == ("sgd", 0.05, "linear", 1e-4)
+    assert o.decay_norm_and_bias and o.warmup_epochs == 0.0 and cfg.backbone.zero_init_residual

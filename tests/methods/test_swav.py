@@ -182,3 +182,15 @@ def test_config_refuses_a_queue_smaller_than_a_batch() -> None:
     with pytest.raises(ConfigError, match="at least 2 images"):
         tiny_config(*METHOD_OVERRIDES["swav"], "train.batch_size=1")
     tiny_config(*METHOD_OVERRIDES["swav"], "swav.queue_length=0")  # no queue: fine
+
+
+def test_swav_alone_takes_the_official_batch_256_recipe(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from selfsup.cli.run_commands import build_config
+
+    cfg = build_config(None, ["method=swav", "train.batch_size=512"])  # validates
+    assert "configs/swav_fashion_mnist.yaml" in capsys.readouterr().err
+    o = cfg.optim
+    assert (o.name, o.base_lr, o.lr_scaling, o.warmup_epochs) == ("lars", 0.6, "linear", 0.0)
+    assert o.final_lr == pytest.approx(0.6 * 512 / 256 / 1000)  # 1/1000 of the peak

@@ -84,6 +84,13 @@ def swav_projector(feature_dim: int, hidden_dim: int = 2048, out_dim: int = 128)
     return mlp(feature_dim, hidden_dim, out_dim, num_layers=2, batch_norm=True)
 
 
+def _forget_queue_rows(module: nn.Module, incompatible_keys: object) -> None:
+    """After ``load_state_dict``: the host mirror of ``queue_rows`` is re-read on next use."""
+    del incompatible_keys
+    if isinstance(module, SwAV):
+        module._queue_rows = None
+
+
 @register_method(
     "swav",
     views=lambda cfg: [swav_view(cfg.views.size)] * 2,  # global crops: area 0.14-1
@@ -190,11 +197,8 @@ class SwAV(Method):
         # Host mirror of queue_rows, so the step never reads the buffer back: filled on first
         # use, kept by after_step, forgotten when a state dict is loaded.
         self._queue_rows: int | None = None
-        self.register_load_state_dict_post_hook(lambda module, keys: module._forget_queue_rows())
+        self.register_load_state_dict_post_hook(_forget_queue_rows)
         self._pending: Tensor | None = None  # [2, B, D] embeddings to enqueue after the step
-
-    def _forget_queue_rows(self) -> None:
-        self._queue_rows = None
 
     @classmethod
     def from_config(cls, cfg: Config, backbone: nn.Module, view_recipe: MultiViewTransform) -> SwAV:

@@ -252,12 +252,20 @@ def make_method(cfg: Config, in_channels: int) -> Method:
 
 def make_optimizer(cfg: Config, method: nn.Module) -> tuple[torch.optim.Optimizer, float]:
     """The configured optimiser over ``method``'s parameters (no weight decay on biases and norm
-    parameters) and the peak learning rate after the stated scaling rule."""
+    parameters, their lr scaled by ``optim.norm_and_bias_lr_scale``; the groups the method
+    declares in ``param_group_options``) and the peak learning rate after the stated scaling
+    rule."""
     o, t = cfg.optim, cfg.train
     peak_lr = scaled_lr(o.base_lr, t.batch_size, cast(LrRule, o.lr_scaling))
     optimizer = build_optimizer(
         cast(OptimizerName, o.name),
-        param_groups(method, o.weight_decay, o.decay_norm_and_bias),
+        param_groups(
+            method,
+            o.weight_decay,
+            o.decay_norm_and_bias,
+            norm_and_bias_lr_scale=o.norm_and_bias_lr_scale,
+            options=method.param_group_options() if isinstance(method, Method) else None,
+        ),
         lr=peak_lr,
         weight_decay=o.weight_decay,
         momentum=o.momentum,

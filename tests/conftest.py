@@ -43,6 +43,25 @@ METHOD_OVERRIDES: dict[str, list[str]] = {
         "optim.clip_grad=3.0",
         "optim.clip_grad_mode=per_tensor",
     ],
+    "simsiam": [
+        "method=simsiam",
+        "simsiam.proj_hidden_dim=32",
+        "simsiam.proj_out_dim=32",
+        "simsiam.pred_hidden_dim=8",
+    ],
+    "barlow": ["method=barlow", "barlow.proj_hidden_dim=32", "barlow.proj_out_dim=32"],
+    "vicreg": ["method=vicreg", "vicreg.proj_hidden_dim=32", "vicreg.proj_out_dim=32"],
+    "swav": [
+        "method=swav",
+        "swav.proj_hidden_dim=32",
+        "swav.proj_out_dim=16",
+        "swav.num_prototypes=32",
+        # the queue starts in epoch 2 of the resume tests (22 steps per epoch) and fills in 2
+        "swav.queue_length=128",
+        "swav.queue_start_epoch=1",
+        "swav.freeze_prototypes_epochs=0.2",
+        "views.local_crops=2",  # 8 px like the globals on digits: the pairs, not the sizes
+    ],
     "rotation": ["method=rotation", "rotation.hidden_dim=32"],
     "jigsaw": [  # 12 px views of the 8 px digits: 4 px cells, 3 px tiles
         "method=jigsaw",

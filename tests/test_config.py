@@ -140,7 +140,7 @@ def test_a_choice_violation_lists_the_choices():
         ("simclr.temperature=0", "temperature must be > 0"),
         ("simclr.temperature=-0.1", "temperature must be > 0"),
         ("data.dataset=imagenet22k", "data.dataset='imagenet22k' is unknown"),
-        ("method=swav", "method='swav' is unknown"),
+        ("method=deepcluster", "method='deepcluster' is unknown"),
         ("views.jitter_p=1.5", "probability"),
         ("optim.lr_scaling=cubic", "linear|sqrt|none"),
         ("views.blur_p=[0.5, 1.5]", "probabilities"),
@@ -199,8 +199,8 @@ def test_assignment_is_validated_and_coerced():
     with pytest.raises(ConfigError, match=r"^train\.epochs must be >= 1, got 0"):
         cfg.train.epochs = 0
     assert cfg.train.epochs == 100  # unchanged
-    with pytest.raises(ConfigError, match="method='swav' is unknown"):
-        cfg.method = "swav"  # type: ignore[assignment]
+    with pytest.raises(ConfigError, match="method='deepcluster' is unknown"):
+        cfg.method = "deepcluster"  # type: ignore[assignment]
     with pytest.raises(ConfigError, match="train is a section, not an option"):
         cfg.train = 3  # type: ignore[assignment]
     cfg.train.epochs = 1
@@ -314,6 +314,35 @@ NON_DEFAULT = {
     "dino.center_momentum": 0.95,
     "dino.momentum_base": 0.99,
     "dino.freeze_last_layer_epochs": 0.25,
+    "simsiam.proj_hidden_dim": 256,
+    "simsiam.proj_out_dim": 256,
+    "simsiam.proj_num_layers": 2,
+    "simsiam.pred_hidden_dim": 64,
+    "simsiam.fixed_predictor_lr": False,
+    "simsiam.stop_gradient": False,
+    "barlow.proj_hidden_dim": 1024,
+    "barlow.proj_out_dim": 1024,
+    "barlow.proj_num_layers": 2,
+    "barlow.off_diagonal_weight": 0.005,
+    "barlow.gather_distributed": False,
+    "vicreg.proj_hidden_dim": 1024,
+    "vicreg.proj_out_dim": 1024,
+    "vicreg.proj_num_layers": 2,
+    "vicreg.invariance_weight": 10.0,
+    "vicreg.variance_weight": 10.0,
+    "vicreg.covariance_weight": 0.5,
+    "vicreg.eps": 1e-3,
+    "vicreg.gather_distributed": False,
+    "swav.proj_hidden_dim": 512,
+    "swav.proj_out_dim": 64,
+    "swav.num_prototypes": 100,
+    "swav.temperature": 0.2,
+    "swav.epsilon": 0.03,
+    "swav.sinkhorn_iterations": 5,
+    "swav.freeze_prototypes_epochs": 0.5,
+    "swav.queue_length": 640,
+    "swav.queue_start_epoch": 3,
+    "swav.gather_distributed": False,
     "rotation.head": "linear",
     "rotation.hidden_dim": 256,
     "jigsaw.grid_size": 2,
@@ -343,6 +372,7 @@ NON_DEFAULT = {
     "optim.clip_grad": 3.0,
     "optim.clip_grad_mode": "per_tensor",
     "optim.final_weight_decay": 0.4,
+    "optim.norm_and_bias_lr_scale": 0.024,
     "optim.decay_norm_and_bias": True,
     "train.batch_size": 64,
     "train.epochs": 7,

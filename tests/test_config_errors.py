@@ -31,7 +31,7 @@ def pretrain_error(args: list[str], run: Path, capsys: pytest.CaptureFixture[str
     ("overrides", "expected"),
     [
         # unknown method, through both spellings
-        (["method=swav"], ["method='swav' is unknown", "simclr"]),
+        (["method=deepcluster"], ["method='deepcluster' is unknown", "simclr"]),
         (["--method", "dino2"], ["method='dino2' is unknown"]),
         # unknown option, with the suggestion
         (["optim.base_lr=0.1", "train.epoch=3"], ["unknown option 'train.epoch'", "train.epochs"]),
@@ -87,7 +87,7 @@ def test_invalid_yaml_names_the_line_and_column(
     ("text", "expected"),
     [
         ("train:\n  batch_sise: 8\n", ["unknown option 'train.batch_sise'", "train.batch_size"]),
-        ("method: swav\n", ["method='swav' is unknown"]),
+        ("method: deepcluster\n", ["method='deepcluster' is unknown"]),
         ("train:\n  batch_size: abc\n", ["train.batch_size must be an integer"]),
         ("mae:\n  mask_ratio: 1.0\nmethod: mae\nbackbone:\n  name: vit_tiny\n", ["mask_ratio"]),
         ("- simclr\n- moco\n", ["must hold a mapping of sections"]),

@@ -10,6 +10,7 @@ import torch
 from selfsup import build
 from selfsup.config import Config
 from selfsup.methods.simclr import SimCLR
+from selfsup.train.step import TrainStep
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -78,3 +79,24 @@ def test_simclr_official_loss_scale_is_twice_the_paper_mean() -> None:
     with torch.no_grad():
         mean, summed = paper.training_step(views).loss, official.training_step(views).loss
     torch.testing.assert_close(summed, 2 * mean)
+
+
+@pytest.mark.parametrize("name", ["simsiam", "barlow", "vicreg", "swav"])
+def test_siamese_presets_build_their_recipe_and_take_a_step(name: str) -> None:
+    cfg = _small(Config.from_yaml(CONFIGS / f"{name}_fashion_mnist.yaml"))
+    cfg.backbone.width = 0.125
+    torch.manual_seed(0)
+    method = build.make_method(cfg, in_channels=1)
+    step = TrainStep.from_config(cfg, method, steps_per_epoch=4, device="cpu")
+    images = torch.randint(0, 256, (16, 1, 28, 28), dtype=torch.uint8)
+    result = step(images, 0, torch.Generator().manual_seed(0))
+    assert torch.isfinite(result.loss)
+    groups = step.optimizer.param_groups
+    if name == "simsiam":  # the predictor at the peak lr, everything decayed (official SGD)
+        fixed = {id(p) for g in groups if g["fixed_lr"] for p in g["params"]}
+        assert fixed == {id(p) for p in method.predictor.parameters()}
+        assert all(g["weight_decay"] == 1e-4 for g in groups)
+    if name == "barlow":  # biases and BN at 196 / D of the weights' lr (D = 1024)
+        assert {g["lr_scale"] for g in groups if g["lars_exclude"]} == {0.19}
+    if name == "swav":  # 2 x 28 + 6 x 12 px crops
+        assert [s.size for s in method.view_recipe.specs] == [28, 28] + [12] * 6

@@ -15,12 +15,25 @@ from selfsup.config.base import CROP_SCALE, Bool, CropScale, Float, Int, Section
 from selfsup.config.colorization import ColorizationConfig
 from selfsup.config.errors import ConfigError
 from selfsup.config.pretext import JigsawConfig, RotationConfig
+from selfsup.config.siamese import BarlowConfig, SimSiamConfig, SwAVConfig, VICRegConfig
 
 if TYPE_CHECKING:
     from selfsup.config.root import Config
 
 MethodName = Literal[
-    "simclr", "moco", "mocov3", "byol", "mae", "dino", "rotation", "jigsaw", "colorization"
+    "simclr",
+    "moco",
+    "mocov3",
+    "byol",
+    "mae",
+    "dino",
+    "simsiam",
+    "barlow",
+    "vicreg",
+    "swav",
+    "rotation",
+    "jigsaw",
+    "colorization",
 ]
 
 
@@ -292,6 +305,10 @@ class DINOConfig(Section):
 METHOD_SECTIONS: dict[str, type[Section]] = {
     cls.section: cls
     for cls in (SimCLRConfig, MoCoConfig, MoCoV3Config, BYOLConfig, MAEConfig, DINOConfig)
+}
+# SimSiam, Barlow Twins, VICReg and SwAV live in config/siamese.py
+METHOD_SECTIONS |= {
+    cls.section: cls for cls in (SimSiamConfig, BarlowConfig, VICRegConfig, SwAVConfig)
 }
 # the pretext tasks' sections live in config/pretext.py
 METHOD_SECTIONS |= {cls.section: cls for cls in (RotationConfig, JigsawConfig)}

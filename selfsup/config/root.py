@@ -37,6 +37,7 @@ from selfsup.config.sections import (
     OptimConfig,
     TrainConfig,
 )
+from selfsup.config.siamese import BarlowConfig, SimSiamConfig, SwAVConfig, VICRegConfig
 from selfsup.config.views import ViewsConfig
 
 # renamed: the warm-up was a fraction of the run, it is now in epochs (as in the official code)
@@ -68,6 +69,10 @@ class Config(ConfigModel):
     byol: BYOLConfig = Field(default_factory=BYOLConfig)
     mae: MAEConfig = Field(default_factory=MAEConfig)
     dino: DINOConfig = Field(default_factory=DINOConfig)
+    simsiam: SimSiamConfig = Field(default_factory=SimSiamConfig)
+    barlow: BarlowConfig = Field(default_factory=BarlowConfig)
+    vicreg: VICRegConfig = Field(default_factory=VICRegConfig)
+    swav: SwAVConfig = Field(default_factory=SwAVConfig)
     rotation: RotationConfig = Field(default_factory=RotationConfig)
     jigsaw: JigsawConfig = Field(default_factory=JigsawConfig)
     colorization: ColorizationConfig = Field(default_factory=ColorizationConfig)

@@ -176,6 +176,14 @@ class OptimConfig(Section):
         description="weight decay at the end of a cosine schedule from weight_decay; None = "
         "constant",
     )
+    norm_and_bias_lr_scale: Float = Field(
+        1.0,
+        gt=0,
+        description="learning rate of biases and norm parameters as a multiple of the weights' "
+        "(the group LARS leaves out of its trust ratio); 1 = the same lr. Barlow Twins: "
+        "0.0048 / 0.2 = 0.024",
+        json_schema_extra=says("{key} must be > 0 (1 = the weights' learning rate), got {value}"),
+    )
     decay_norm_and_bias: Bool = Field(
         False,
         description="also apply weight decay to biases and norm parameters (the official MoCo v2 "

@@ -1,5 +1,6 @@
 """SSL methods, one file each, mapping to their papers."""
 
+from selfsup.methods.barlow import BarlowTwins
 from selfsup.methods.base import Method, Progress, StepOutput, embedding_std
 from selfsup.methods.byol import BYOL
 from selfsup.methods.colorization import Colorization
@@ -10,10 +11,14 @@ from selfsup.methods.moco import MoCo
 from selfsup.methods.mocov3 import MoCoV3
 from selfsup.methods.rotation import Rotation
 from selfsup.methods.simclr import SimCLR
+from selfsup.methods.simsiam import SimSiam
+from selfsup.methods.swav import SwAV
+from selfsup.methods.vicreg import VICReg
 
 METHOD_CLASSES: dict[str, type[Method]] = {
     cls.name: cls for cls in (SimCLR, MoCo, MoCoV3, BYOL, MAE, DINO, Colorization)
 }
+METHOD_CLASSES |= {cls.name: cls for cls in (SimSiam, BarlowTwins, VICReg, SwAV)}
 METHOD_CLASSES |= {cls.name: cls for cls in (Rotation, Jigsaw)}  # pretext tasks
 
 __all__ = [
@@ -21,6 +26,7 @@ __all__ = [
     "DINO",
     "MAE",
     "METHOD_CLASSES",
+    "BarlowTwins",
     "Colorization",
     "Jigsaw",
     "Method",
@@ -29,6 +35,9 @@ __all__ = [
     "Progress",
     "Rotation",
     "SimCLR",
+    "SimSiam",
     "StepOutput",
+    "SwAV",
+    "VICReg",
     "embedding_std",
 ]

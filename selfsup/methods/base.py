@@ -8,7 +8,7 @@ method state and a checkpoint restores it exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -168,6 +168,15 @@ class Method(nn.Module):
         target = getattr(self, "target", None)
         if isinstance(target, EMATarget):
             target.configure(total_steps)
+
+    def param_group_options(self) -> dict[str, dict[str, Any]]:
+        """Optimiser options of some submodules' parameters, by submodule name: ``"fixed_lr"``
+        (the peak learning rate at every step, neither warmed up nor decayed) and
+        ``"lr_scale"`` (a multiple of the scheduled lr); see
+        :func:`~selfsup.train.optim.param_groups`. SimSiam's predictor:
+        ``{"predictor": {"fixed_lr": True}}``. Default: none, every parameter follows the
+        schedule."""
+        return {}
 
     def before_optimizer_step(self, progress: Progress) -> None:
         """Hook after backward and gradient clipping, before the optimiser step (DINO cancels

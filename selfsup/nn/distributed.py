@@ -17,7 +17,9 @@ import torch.distributed as dist
 from torch import Tensor
 
 __all__ = [
+    "all_reduce_max",
     "all_reduce_mean",
+    "all_reduce_sum",
     "gather_no_grad",
     "gather_with_grad",
     "is_distributed",
@@ -116,6 +118,33 @@ def all_reduce_mean(x: Tensor) -> Tensor:
     out = x.detach().clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out.div_(world_size())
+
+
+@torch.no_grad()
+def all_reduce_sum(x: Tensor) -> Tensor:
+    """Sum of ``x`` over all processes, returned as a new detached tensor (input untouched).
+
+    Used for sums that span the global batch (Sinkhorn-Knopp's row sums in SwAV). Returns
+    ``x.detach()`` when not distributed.
+    """
+    if world_size() == 1:
+        return x.detach()
+    out = x.detach().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
+
+
+@torch.no_grad()
+def all_reduce_max(x: Tensor) -> Tensor:
+    """Element-wise maximum of ``x`` over all processes, as a new detached tensor.
+
+    Returns ``x.detach()`` when not distributed.
+    """
+    if world_size() == 1:
+        return x.detach()
+    out = x.detach().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.MAX)
+    return out
 
 
 def _gather(x: Tensor) -> Tensor:

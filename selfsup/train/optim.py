@@ -10,7 +10,7 @@ Typical use in any training loop::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, overload
 
 import torch
@@ -177,8 +177,16 @@ def _check_hyperparameters(lr: float, momentum: float, weight_decay: float, eta:
         )
 
 
+GROUP_OPTIONS = ("fixed_lr", "lr_scale")
+
+
 def param_groups(
-    model: nn.Module, weight_decay: float, decay_norm_and_bias: bool = False
+    model: nn.Module,
+    weight_decay: float,
+    decay_norm_and_bias: bool = False,
+    *,
+    norm_and_bias_lr_scale: float = 1.0,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Split trainable parameters into a weight group and a BatchNorm/bias group.
 
@@ -189,28 +197,90 @@ def param_groups(
     (``"decay"``), which a weight-decay schedule reads. Parameters with
     ``requires_grad=False`` are left out, and so are empty groups.
 
+    Every group also carries how the training step sets its learning rate from the schedule
+    (:class:`~selfsup.train.step.TrainStep`): ``lr = schedule[k] * lr_scale``, or
+    ``peak_lr * lr_scale`` every step when ``fixed_lr`` (neither warmed up nor decayed).
+
+    Args:
+        model: the module whose parameters are optimised (a method: its heads included).
+        weight_decay: L2 coefficient of the weight group.
+        decay_norm_and_bias: decay biases and norm parameters too (MoCo v2, SimSiam).
+        norm_and_bias_lr_scale: ``lr_scale`` of the bias/norm groups (Barlow Twins: 0.0048 /
+            0.2 = 0.024, its learning rates for biases+BN and for weights); 1 = the weights' lr.
+        options: submodule name -> group options for the parameters under it (``"fixed_lr"``:
+            bool, ``"lr_scale"``: float), e.g. ``{"predictor": {"fixed_lr": True}}`` for
+            SimSiam's predictor at the peak lr; those parameters get groups of their own (still
+            split into weights and biases/norms). What a method declares with
+            :meth:`~selfsup.methods.base.Method.param_group_options`.
+
     Returns:
-        Parameter-group dicts for ``torch.optim`` optimisers (``lars_exclude`` is read by
-        :class:`LARS` and ignored by the others).
+        Parameter-group dicts for ``torch.optim`` optimisers (``lars_exclude``, ``decay``,
+        ``lr_scale`` and ``fixed_lr`` are read by :class:`LARS` and the training step and
+        ignored by the optimisers of ``torch.optim``).
+
+    Example:
+        >>> model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+        >>> groups = param_groups(model, 1e-4, options={"1": {"fixed_lr": True}})
+        >>> [(len(g["params"]), g["lars_exclude"], g["fixed_lr"]) for g in groups]
+        [(1, False, False), (1, True, False), (1, False, True), (1, True, True)]
     """
     if not (math.isfinite(weight_decay) and weight_decay >= 0):
         raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay}")
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for p in model.parameters():
+    if not (math.isfinite(norm_and_bias_lr_scale) and norm_and_bias_lr_scale > 0):
+        raise ValueError(
+            f"norm_and_bias_lr_scale must be a finite number > 0, got {norm_and_bias_lr_scale}; "
+            "1 gives biases and norm parameters the weights' learning rate"
+        )
+    options = dict(options or {})
+    for prefix, opts in options.items():
+        unknown = set(opts) - set(GROUP_OPTIONS)
+        if unknown:
+            raise ValueError(
+                f"unknown parameter-group option(s) {sorted(unknown)} for {prefix!r}; choose "
+                f"from {', '.join(GROUP_OPTIONS)}"
+            )
+        if not any(_under(name, prefix) for name, _ in model.named_parameters()):
+            raise ValueError(
+                f"parameter-group options name {prefix!r}, which holds no parameter of the "
+                "model; name a submodule (e.g. 'predictor')"
+            )
+    # (options prefix or "", is weight) -> parameters, in model.parameters() order
+    split: dict[tuple[str, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": weight_decay, "lars_exclude": False, "decay": True},
-        {
-            "params": no_decay,
-            "weight_decay": weight_decay if decay_norm_and_bias else 0.0,
-            "lars_exclude": True,
-            "decay": decay_norm_and_bias,
-        },
-    ]
+        owner = max((k for k in options if _under(name, k)), key=len, default="")
+        split.setdefault((owner, p.ndim > 1), []).append(p)
+    groups = []
+    for owner in ["", *options]:
+        opts = options.get(owner, {})
+        scale = float(opts.get("lr_scale", 1.0))
+        fixed = bool(opts.get("fixed_lr", False))
+        groups += [
+            {
+                "params": split.get((owner, True), []),
+                "weight_decay": weight_decay,
+                "lars_exclude": False,
+                "decay": True,
+                "lr_scale": scale,
+                "fixed_lr": fixed,
+            },
+            {
+                "params": split.get((owner, False), []),
+                "weight_decay": weight_decay if decay_norm_and_bias else 0.0,
+                "lars_exclude": True,
+                "decay": decay_norm_and_bias,
+                "lr_scale": scale * norm_and_bias_lr_scale,
+                "fixed_lr": fixed,
+            },
+        ]
     return [g for g in groups if g["params"]]
+
+
+def _under(name: str, prefix: str) -> bool:
+    """Whether parameter ``name`` lies in submodule ``prefix`` (``"predictor"`` holds
+    ``"predictor.0.weight"``, not ``"predictor2.weight"``)."""
+    return name == prefix or name.startswith(prefix + ".")
 
 
 def build_optimizer(

@@ -58,7 +58,10 @@ class TrainStep:
     Args:
         method: the method to train (its parameters already on ``device``).
         optimizer: over the method's parameters; its groups' ``lr`` (and, with
-            ``wd_schedule``, the ``weight_decay`` of groups that decay) are set at every step.
+            ``wd_schedule``, the ``weight_decay`` of groups that decay) are set at every step:
+            ``lr_schedule[k] * lr_scale``, or ``peak_lr * lr_scale`` for a group with
+            ``fixed_lr`` (the group keys of :func:`~selfsup.train.optim.param_groups`; 1 and
+            False when absent).
         lr_schedule: ``[total_steps]`` learning rate per global step (its length is the run's
             length, passed to ``method.configure_schedules``).
         steps_per_epoch: optimiser steps per epoch (for the method's epoch-based rules).
@@ -72,8 +75,8 @@ class TrainStep:
         skip_nonfinite: undo a step whose loss or gradients are NaN/inf (one host sync a step).
         compile_backend: ``torch.compile`` the method's ``training_step`` with this backend.
         device: where the method lives (default: the device of its first parameter).
-        peak_lr: the scaled learning rate before the schedule, for reports (default: the
-            schedule's largest value).
+        peak_lr: the scaled learning rate before the schedule, for reports and the groups
+            with a fixed lr (default: the schedule's largest value).
         probe: an online linear probe (:mod:`selfsup.train.online_probe`) that steps on the
             method's detached ``StepOutput.features`` whenever ``update`` gets labels; its
             running accuracy is reset at each epoch's first step.
@@ -249,7 +252,10 @@ class TrainStep:
         method, optimizer, scaler = self.method, self.optimizer, self.scaler
         lr = float(self.lr_schedule[global_step])
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            # param_groups' rule: a group's lr_scale times the schedule, or times the peak lr
+            # when its lr is fixed (SimSiam's predictor); plain groups follow the schedule.
+            base = self.peak_lr if group.get("fixed_lr", False) else lr
+            group["lr"] = base * group.get("lr_scale", 1.0)
         if self.wd_schedule is not None:
             for i in self.decay_groups:
                 optimizer.param_groups[i]["weight_decay"] = float(self.wd_schedule[global_step])

@@ -20,6 +20,7 @@ from selfsup.views.recipes import (
     rotation_view,
     simclr_small_view,
     simclr_view,
+    swav_view,
 )
 from selfsup.views.spec import ViewSpec
 from selfsup.views.transforms import EvalTransform, MultiViewTransform
@@ -43,4 +44,5 @@ __all__ = [
     "simclr_small_view",
     "simclr_view",
     "size_groups",
+    "swav_view",
 ]

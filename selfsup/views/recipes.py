@@ -1,5 +1,5 @@
-"""The per-method view presets: SimCLR, BYOL, MoCo v2, MAE, DINO's multi-crop, Colorization, and
-the crops that rotation prediction and jigsaw puzzles start from.
+"""The per-method view presets: SimCLR, BYOL, MoCo v2, MAE, DINO's multi-crop, SwAV,
+Colorization, and the crops that rotation prediction and jigsaw puzzles start from.
 
 Each returns :class:`ViewSpec` objects with the reference implementation's values; the
 docstrings name the paper, the official code and where this library differs from it.
@@ -25,6 +25,7 @@ __all__ = [
     "rotation_view",
     "simclr_small_view",
     "simclr_view",
+    "swav_view",
 ]
 
 
@@ -207,6 +208,25 @@ def dino_views(
         )
     local = dino_local_view(local_size, local_scale)
     return [*dino_global_views(global_size, global_scale), *[local] * num_local]
+
+
+def swav_view(size: int = 224, crop_scale: tuple[float, float] = (0.14, 1.0)) -> ViewSpec:
+    """SwAV's crop (Caron et al. 2020; official ``multicropdataset.py``): SimCLR's colour
+    distortion at strength 1 and Gaussian blur p 0.5, for global and local crops alike.
+
+    RandomResizedCrop(area ``crop_scale``: (0.14, 1) for the global crops, (0.05, 0.14) for the
+    local ones), flip 0.5, colour jitter (0.8, 0.8, 0.8, 0.2) with p 0.8, grayscale 0.2, blur
+    p 0.5 with sigma U(0.1, 2).
+
+    Differences from the reference: the official blur is PIL's ``GaussianBlur(radius=sigma)``;
+    here the kernel side is ~10% of ``size``. Bilinear resizing without antialiasing.
+
+    Example:
+        >>> spec = swav_view(32)
+        >>> spec.crop_scale, spec.brightness, spec.blur_p
+        ((0.14, 1.0), 0.8, 0.5)
+    """
+    return simclr_view(size, color_strength=1.0, blur=True, crop_scale=crop_scale)
 
 
 def _dino_crop(size: int, scale: tuple[float, float], blur_p: float, solarize_p: float) -> ViewSpec:

@@ -14,7 +14,20 @@ from selfsup.config import Config
 from selfsup.methods import Method
 from selfsup.methods.registry import get_method, method_names, register_method
 
-BUILT_IN = ["simclr", "moco", "mocov3", "byol", "mae", "dino", "rotation", "jigsaw"]
+BUILT_IN = [
+    "simclr",
+    "moco",
+    "mocov3",
+    "byol",
+    "mae",
+    "dino",
+    "simsiam",
+    "barlow",
+    "vicreg",
+    "swav",
+    "rotation",
+    "jigsaw",
+]
 
 
 def test_every_built_in_method_is_registered_with_its_config_section() -> None:

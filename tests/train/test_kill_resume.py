@@ -29,7 +29,7 @@ from selfsup.train.trainer import Trainer
 from tests.train import kill_child
 from tests.train.kill_child import CHECKPOINT_STEPS, TOTAL_STEPS, kill_config
 
-METHODS = ("simclr", "moco", "mocov3", "byol", "mae", "dino")
+METHODS = ("simclr", "moco", "mocov3", "byol", "mae", "dino", "simsiam", "barlow", "vicreg", "swav")
 VOLATILE = {"img_per_s", "wall_time_s", "ran_steps"}  # per session: may differ
 
 

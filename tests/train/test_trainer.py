@@ -40,7 +40,10 @@ def test_lr_follows_the_precomputed_warmup_cosine_schedule(tmp_path):
     assert max(lrs) == pytest.approx(peak, rel=0.1) and lrs[0] < lrs[5]
 
 
-@pytest.mark.parametrize("method", ["moco", "rotation", "jigsaw", "colorization"])
+@pytest.mark.parametrize(
+    "method",
+    ["moco", "simsiam", "barlow", "vicreg", "swav", "rotation", "jigsaw", "colorization"],
+)
 def test_resume_continues_the_same_run_bitwise(tmp_path, method):
     """A run stopped by max_steps and continued is the same run (queue + pointer, EMA target,
     colour prior, schedules, RNGs). Every method, killed at any instant:

@@ -64,6 +64,8 @@ MOCO_V2 = Expected((0.2, 1.0), (0.4, 0.4, 0.4, 0.1), gray_p=0.2, blur_p=0.5, sol
 # BYOL: jitter (0.4, 0.4, 0.2, 0.1) p 0.8, grey 0.2; blur 1.0 / 0.1, solarize 0.0 / 0.2.
 BYOL_1 = Expected((0.08, 1.0), (0.4, 0.4, 0.2, 0.1), gray_p=0.2, blur_p=1.0, solarize_p=0.0)
 BYOL_2 = dataclasses.replace(BYOL_1, blur_p=0.1, solarize_p=0.2)
+# SwAV: SimCLR's distortion (s = 1) and blur 0.5 on every crop; global crops 0.14-1.
+SWAV_GLOBAL = dataclasses.replace(SIMCLR, scale=(0.14, 1.0))
 # MAE: RandomResizedCrop(0.2-1) + flip only.
 MAE = Expected((0.2, 1.0), None, gray_p=0.0, blur_p=0.0, solarize_p=0.0, jitter_p=0.0)
 
@@ -74,6 +76,10 @@ RECIPES: dict[str, list[Expected]] = {
     # MoCo v3 (Chen, Xie, He 2021) trains with BYOL's augmentations.
     "mocov3": [BYOL_1, BYOL_2],
     "mae": [MAE],
+    # SimSiam (Chen & He 2021) trains with MoCo v2's; Barlow Twins and VICReg with BYOL's.
+    "simsiam": [MOCO_V2, MOCO_V2],
+    "barlow": [BYOL_1, BYOL_2],
+    "vicreg": [BYOL_1, BYOL_2],
 }
 
 
@@ -201,6 +207,16 @@ def test_dino_multi_crop_follows_the_reference_recipe() -> None:
     assert all(s.size < 224 for s in specs[2:]), "local crops are smaller"
     for i, (spec, exp) in enumerate(zip(specs, expected)):
         _check_view(_draw(spec, seed=200 + i), exp, seed=i)
+
+
+def test_swav_multi_crop_follows_the_reference_recipe() -> None:
+    specs = _specs("swav")
+    # 2 x 224 (area 0.14-1) + 6 x 96 (area 0.05-0.14), every crop SimCLR's distortion (s = 1)
+    # and blur 0.5 (official multicropdataset.py).
+    expected = [SWAV_GLOBAL] * 2 + [dataclasses.replace(SWAV_GLOBAL, scale=(0.05, 0.14))] * 6
+    assert [s.size for s in specs] == [224] * 2 + [96] * 6
+    for i, (spec, exp) in enumerate(zip(specs, expected)):
+        _check_view(_draw(spec, seed=300 + i), exp, seed=i)
 
 
 def test_grayscale_draws_nothing_on_one_channel_images() -> None:

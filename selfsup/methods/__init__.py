@@ -16,10 +16,12 @@ from selfsup.methods.swav import SwAV
 from selfsup.methods.vicreg import VICReg
 
 METHOD_CLASSES: dict[str, type[Method]] = {
-    cls.name: cls for cls in (SimCLR, MoCo, MoCoV3, BYOL, MAE, DINO, Colorization)
+    cls.name: cls
+    for cls in (
+        *(SimCLR, MoCo, MoCoV3, BYOL, MAE, DINO, SimSiam, BarlowTwins, VICReg, SwAV),
+        *(Rotation, Jigsaw, Colorization),  # the pretext tasks
+    )
 }
-METHOD_CLASSES |= {cls.name: cls for cls in (SimSiam, BarlowTwins, VICReg, SwAV)}
-METHOD_CLASSES |= {cls.name: cls for cls in (Rotation, Jigsaw)}  # pretext tasks
 
 __all__ = [
     "BYOL",

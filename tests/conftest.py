@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
 from selfsup.config import Config, apply_overrides
 
@@ -109,6 +111,22 @@ def tiny_config(*overrides: str) -> Config:
         ],
     )
     return cfg.validate()
+
+
+def train_on_fixed_views(method: str, steps: int = 30) -> list[Any]:
+    """``steps`` TrainStep updates of ``METHOD_OVERRIDES[method]`` on one fixed batch of views
+    (64 digits, seeded): the StepResults, for tests that a loss falls without collapse."""
+    from selfsup import build
+    from selfsup.train.step import TrainStep
+
+    cfg = tiny_config(*METHOD_OVERRIDES[method])
+    data = build.train_dataset(cfg)
+    build.resolve_normalization(cfg, data)
+    torch.manual_seed(0)
+    model = build.make_method(cfg, data.channels)
+    step = TrainStep.from_config(cfg, model, steps_per_epoch=steps, device="cpu")
+    views = step.views(data.get_batch(torch.arange(64))[0], torch.Generator().manual_seed(0))
+    return [step.update(views, k) for k in range(steps)]
 
 
 @pytest.fixture

@@ -376,6 +376,7 @@ NON_DEFAULT = {
     "optim.decay_norm_and_bias": True,
     "train.batch_size": 64,
     "train.epochs": 7,
+    "train.total_steps": 4000,
     "train.max_steps": 50,
     "train.seed": 3,
     "train.device": "cpu",

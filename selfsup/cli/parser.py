@@ -11,7 +11,14 @@ from selfsup.cli.run_commands import (
     cmd_export,
     cmd_pretrain,
 )
-from selfsup.cli.tool_commands import _int_list, cmd_bench, cmd_report, cmd_viz
+from selfsup.cli.tool_commands import (
+    _int_list,
+    _minutes_list,
+    _seed_list,
+    cmd_bench,
+    cmd_report,
+    cmd_viz,
+)
 from selfsup.config import METHODS, option_help
 from selfsup.eval.protocols import PROTOCOL_HELP
 
@@ -146,7 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
         "key=value overrides go in one group, all before or all after the flags.",
     )
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. views.size=32")
-    p.add_argument("-c", "--config", help="YAML config (default: the demo config)")
+    p.add_argument(
+        "-c",
+        "--config",
+        action="append",
+        help="YAML config (default: the demo config); --time-to-accuracy takes several",
+    )
     p.add_argument("--method", help="shortcut for method=... (presets in configs/)")
     p.add_argument("--backbone", help="shortcut for backbone.name=...")
     p.add_argument("--batch-size", type=int, help="global batch (train.batch_size)")
@@ -197,6 +209,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--bank-chunk", type=int, default=16384, help="k-NN bank rows per similarity block"
     )
     p.add_argument("--knn-device", default="cpu", help="device of the k-NN benchmark")
+    p.add_argument(
+        "--time-to-accuracy",
+        type=float,
+        metavar="MINUTES",
+        help="instead: pre-train each -c preset for MINUTES of training time (schedule sized to "
+        "it) and measure the full k-NN at --marks; table, PNG and JSON lines",
+    )
+    p.add_argument(
+        "--marks",
+        type=_minutes_list,
+        metavar="M1,M2,...",
+        help="minutes at which the k-NN is measured (0 = random init; default 0,1,2,5,10,... "
+        "below the budget, and the budget)",
+    )
+    p.add_argument("--seeds", type=_seed_list, default=[0], metavar="S1,S2,...", help="train.seed")
+    p.add_argument("--png", help="figure of k-NN vs minutes (default: beside --write, if given)")
+    p.add_argument(
+        "--runs-dir",
+        default="runs/time-to-accuracy",
+        help="where the runs are written (one directory per preset and seed)",
+    )
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -12,17 +13,33 @@ from selfsup.cli.run_commands import build_config, demo_config
 from selfsup.config import Config
 
 
-def _int_list(text: str) -> list[int]:
-    """``"64,128,256"`` -> ``[64, 128, 256]`` (argparse type; a bad value is a usage error)."""
+def _number_list(text: str, kind: type, minimum: float, example: str) -> list[Any]:
+    """``"64,128"`` -> ``[64, 128]`` of ``kind``, each >= ``minimum`` (argparse type; a bad
+    value is a usage error naming an example)."""
     try:
-        values = [int(part) for part in text.split(",") if part.strip()]
+        values = [kind(part) for part in text.split(",") if part.strip()]
     except ValueError:
+        values = []
+    if not values or min(values) < minimum:
         raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers such as 64,128,256, got {text!r}"
-        ) from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers such as 64,128, got {text!r}")
+            f"expected comma-separated numbers >= {minimum:g} such as {example}, got {text!r}"
+        )
     return values
+
+
+def _int_list(text: str) -> list[int]:
+    """Batch sizes, bank sizes: positive integers, e.g. ``64,128,256``."""
+    return _number_list(text, int, 1, "64,128,256")
+
+
+def _seed_list(text: str) -> list[int]:
+    """Seeds: integers >= 0, e.g. ``0,1``."""
+    return _number_list(text, int, 0, "0,1")
+
+
+def _minutes_list(text: str) -> list[float]:
+    """Marks in minutes: numbers >= 0, e.g. ``0,1,2,5,10``."""
+    return _number_list(text, float, 0, "0,1,2,5,10")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -42,7 +59,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
             json_path=args.json,
         )
         return 0
-    base = demo_config() if args.config is None else Config.from_yaml(args.config)
+    configs = args.config or []
+    if args.time_to_accuracy is not None:
+        return _time_to_accuracy(args, configs, command)
+    if len(configs) > 1:
+        raise SystemExit("selfsup bench: several -c configs only with --time-to-accuracy")
+    base = demo_config() if not configs else Config.from_yaml(configs[0])
     overrides = list(args.overrides)
     if args.method:
         overrides.append(f"method={args.method}")
@@ -76,6 +98,47 @@ def cmd_bench(args: argparse.Namespace) -> int:
         compile_step=args.compile,
         json_path=args.json,
     )
+    return 0
+
+
+def _time_to_accuracy(args: argparse.Namespace, configs: list[str], command: str) -> int:
+    """``selfsup bench --time-to-accuracy MINUTES -c A.yaml -c B.yaml --seeds 0,1``."""
+    import json
+
+    from selfsup.bench.report import report
+    from selfsup.bench.time_to_accuracy import (
+        labelled_splits,
+        pixels_knn,
+        run_time_to_accuracy,
+    )
+    from selfsup.bench.time_to_accuracy_report import (
+        format_time_to_accuracy,
+        plot_time_to_accuracy,
+    )
+
+    if args.time_to_accuracy <= 0:
+        raise SystemExit("selfsup bench: --time-to-accuracy needs a positive number of minutes")
+    presets = [(Path(c).stem, Config.from_yaml(c)) for c in configs] or [("demo", demo_config())]
+    runs = []
+    for name, base in presets:
+        for seed in args.seeds:
+            cfg = build_config(None, [*args.overrides, f"train.seed={seed}"], base=base)
+            run_dir = Path(args.runs_dir) / f"{name}-seed{seed}"
+            run = run_time_to_accuracy(cfg, name, args.time_to_accuracy, run_dir, args.marks)
+            runs.append(run)
+            if args.json:
+                with open(args.json, "a") as fh:
+                    fh.write(json.dumps({"command": command, "run": run.to_dict()}) + "\n")
+    first = build_config(None, list(args.overrides), base=presets[0][1])
+    pixels = pixels_knn(first, labelled_splits(first))
+    table = format_time_to_accuracy(runs, pixels)
+    png = args.png or (
+        str(Path(args.write).parent / "time_to_accuracy.png") if args.write else None
+    )
+    if png:
+        plot_time_to_accuracy(runs, png, pixels, f"{first.data.dataset}, {runs[0].machine}")
+        table += f"\n\n![k-NN top-1 against minutes of pre-training]({Path(png).name})"
+    report(table, None, args.write, None, command)
     return 0
 
 

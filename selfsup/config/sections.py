@@ -198,8 +198,15 @@ class TrainConfig(Section):
         256, ge=1, description="GLOBAL batch size (all devices together); >= 2 for SimCLR"
     )
     epochs: Int = Field(100, ge=1, description="number of epochs")
+    total_steps: Int | None = Field(
+        None,
+        ge=1,
+        description="train this many optimiser steps, schedules sized to them, instead of "
+        "train.epochs (the last epoch may be partial); `selfsup bench --time-to-accuracy` sets it "
+        "from a measured throughput",
+    )
     max_steps: Int | None = Field(
-        None, ge=1, description="stop after this many steps (schedules still span epochs)"
+        None, ge=1, description="stop after this many steps (schedules still span the run)"
     )
     seed: Int = Field(0, description="seed for weights, data order and views")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
@@ -292,6 +299,15 @@ class TrainConfig(Section):
         description="stop: end the run at a NaN/inf loss (last good checkpoint kept); skip: skip "
         "that step",
     )
+
+    def planned_steps(self, steps_per_epoch: int) -> int:
+        """The run's length, which every schedule spans: ``total_steps``, else ``epochs`` x
+        ``steps_per_epoch``."""
+        return self.total_steps or self.epochs * steps_per_epoch
+
+    def planned_epochs(self, steps_per_epoch: int) -> int:
+        """Epochs the run touches (the last one may be partial with ``total_steps``)."""
+        return -(-self.planned_steps(steps_per_epoch) // steps_per_epoch)
 
 
 SECTIONS: tuple[type[Section], ...] = (

@@ -37,10 +37,11 @@ def _steps(run: RunRecords) -> str:
 def _epochs(run: RunRecords) -> str:
     per_epoch = numeric(run.setup.get("steps_per_epoch"))
     done = run.end.get("step", run.status.last_step)
+    total = numeric(run.setup.get("total_steps"))
+    planned = f"{total / per_epoch:.3g}" if per_epoch and total else str(run.cfg.train.epochs)
     if not per_epoch or done is None:
-        return f"{run.cfg.train.epochs} planned"
-    epochs = done / per_epoch
-    return f"{epochs:.3g} of {run.cfg.train.epochs}"
+        return f"{planned} planned"
+    return f"{done / per_epoch:.3g} of {planned}"
 
 
 def _wall(run: RunRecords) -> str:

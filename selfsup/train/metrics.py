@@ -13,7 +13,23 @@ from selfsup.train.device import precision_name
 if TYPE_CHECKING:
     from selfsup.train.trainer import Trainer
 
-__all__ = ["MetricsLog", "setup_record"]
+__all__ = ["MetricsLog", "setup_record", "train_record"]
+
+
+def train_record(trainer: Trainer, epoch: int, lr: float, img_per_s: float) -> dict[str, Any]:
+    """A ``train`` line: the step's synced loss and method logs, its lr and the throughput."""
+    record = {
+        "kind": "train",
+        "step": trainer.step,
+        "epoch": epoch + 1,
+        "loss": trainer._last_loss,
+        "lr": lr,
+        "img_per_s": img_per_s,
+        **trainer._last_logs,
+    }
+    if trainer.nonfinite.skip:
+        record["skipped_steps"] = trainer.skipped_steps
+    return record
 
 
 def setup_record(trainer: Trainer) -> dict[str, Any]:

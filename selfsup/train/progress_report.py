@@ -38,8 +38,12 @@ def plan_line(trainer: Trainer) -> str:
     backbone = cfg.backbone.name
     if backbone.startswith("resnet"):
         backbone += f" x{cfg.backbone.width:g}"
-    epochs = f"{t.epochs} epoch{'s' if t.epochs != 1 else ''}"
-    steps = f"{epochs} x {trainer.steps_per_epoch} steps = {trainer.total_steps} steps"
+    if t.total_steps is None:
+        epochs = f"{t.epochs} epoch{'s' if t.epochs != 1 else ''}"
+        steps = f"{epochs} x {trainer.steps_per_epoch} steps = {trainer.total_steps} steps"
+    else:
+        epochs_run = trainer.total_steps / trainer.steps_per_epoch
+        steps = f"{trainer.total_steps} steps (train.total_steps) = {epochs_run:.3g} epochs"
     if trainer.last_step < trainer.total_steps:
         steps += f", stopping at step {trainer.last_step} (train.max_steps)"
     start = f", from step {trainer.step}" if trainer.step else ""
@@ -71,7 +75,7 @@ class TrainProgress:
         if not self.running:
             self.begin(self.trainer.step)
         if self.style.shows_bar():
-            epochs = self.trainer.cfg.train.epochs
+            epochs = self.trainer.cfg.train.planned_epochs(self.trainer.steps_per_epoch)
             self.bar = progress_bar(f"epoch {epoch + 1}/{epochs}", steps_here, start_in_epoch)
 
     def after_step(self, step: int, images: int) -> bool:
@@ -122,7 +126,7 @@ class TrainProgress:
         if step < last and t - self.window_start < self.style.every_s:
             return
         img_s = self.window_images / max(t - self.window_start, 1e-9)
-        epochs = self.trainer.cfg.train.epochs
+        epochs = self.trainer.cfg.train.planned_epochs(self.trainer.steps_per_epoch)
         say(
             f"step {step}/{last} (epoch {epoch + 1}/{epochs}) loss {loss:.4f} lr {lr:.3g} "
             f"{img_s:.0f} img/s, elapsed {format_duration(t - self.start)}, ETA "

@@ -190,11 +190,14 @@ def finished_run_result(trainer: Trainer) -> TrainResult | None:
             continue
         if record.get("kind") == "end":
             end = record
-    more = trainer.cfg.train.epochs + max(1, trainer.cfg.train.epochs // 2)
+    t = trainer.cfg.train
+    more = f"train.epochs={t.epochs + max(1, t.epochs // 2)}"
+    if t.total_steps is not None:
+        more = f"train.total_steps={t.total_steps + max(1, t.total_steps // 2)}"
     say(
         f"{trainer.run_dir} is finished (step {trainer.step} of {trainer.last_step}); nothing "
         "changed. To train longer, resume with a longer schedule, e.g. `selfsup pretrain "
-        f"--resume {trainer.run_dir} train.epochs={more}`"
+        f"--resume {trainer.run_dir} {more}`"
     )
     return TrainResult(
         trainer.run_dir,

@@ -173,7 +173,7 @@ class TrainStep:
         device: torch.device | str,
         num_classes: int | None = None,
     ) -> TrainStep:
-        """The step ``cfg`` describes for a run of ``train.epochs * steps_per_epoch`` steps:
+        """The step ``cfg`` describes for a run of ``train.planned_steps(steps_per_epoch)`` steps:
         its optimiser, warm-up + cosine learning rate, weight decay, precision, clipping,
         channels-last, NaN/inf mode, compilation and, for data with ``num_classes``, the online
         linear probe (``train.online_linear``). Moves ``method`` to ``device``."""
@@ -183,7 +183,7 @@ class TrainStep:
         if t.channels_last:
             method.to(memory_format=torch.channels_last)
         optimizer, peak_lr = build.make_optimizer(cfg, method)
-        total = t.epochs * steps_per_epoch
+        total = t.planned_steps(steps_per_epoch)
         warmup = min(round(o.warmup_epochs * steps_per_epoch), total - 1)
         # Weight decay: constant, or a cosine from weight_decay to final_weight_decay (DINO),
         # applied to the groups that decay (never to biases and norm parameters).

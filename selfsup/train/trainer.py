@@ -20,6 +20,7 @@ Ctrl-C) is written down in ``docs/reliability.md`` and tested in ``tests/train``
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from selfsup.train.checkpoint_policy import CheckpointPolicy
 from selfsup.train.device import autocast, cpu_has_fast_bf16, resolve_device, resolve_precision
 from selfsup.train.epoch_monitor import EpochMonitor
 from selfsup.train.interrupt import GracefulInterrupt
-from selfsup.train.metrics import MetricsLog, setup_record
+from selfsup.train.metrics import MetricsLog, setup_record, train_record
 from selfsup.train.nonfinite import MAX_CONSECUTIVE_SKIPS, NonFiniteLossError, NonFinitePolicy
 from selfsup.train.progress_report import TrainProgress
 from selfsup.train.run_dir import claim_run_dir, default_run_dir
@@ -113,7 +114,7 @@ class Trainer:
             device=self.device,
         )
         self.steps_per_epoch = self.loader.steps_per_epoch()
-        self.total_steps = t.epochs * self.steps_per_epoch
+        self.total_steps = t.planned_steps(self.steps_per_epoch)
         self.last_step = min(self.total_steps, t.max_steps or self.total_steps)
         seed_everything(t.seed)
         method = build.make_method(cfg, self.in_channels)
@@ -146,6 +147,9 @@ class Trainer:
         self._last_logs: dict[str, float] = {}  # the method's logs at that step
         self._last_knn: float | None = None
         self.progress = TrainProgress(self)  # plan, duration estimate, bar or plain lines
+        # Called after every step with the trainer (e.g. the time-to-accuracy benchmark's marks);
+        # a hook may end the run early with stop_after_step().
+        self.step_hooks: list[Callable[[Trainer], None]] = []
 
     # -- what the step owns, by its usual names ----------------------------------------------------
     @property
@@ -322,6 +326,8 @@ class Trainer:
                 self._epoch_loss_sum += result.loss.float()
                 self._epoch_loss_steps += 1
             self.step += 1
+            for hook in self.step_hooks:
+                hook(self)
             window_images += images.shape[0]
             line_due = self.progress.after_step(self.step, images.shape[0])
             epoch_end = self.step % self.steps_per_epoch == 0
@@ -332,7 +338,7 @@ class Trainer:
                 self._last_logs = {k: float(v) for k, v in result.logs.items()}
             if logged:
                 img_per_s = window_images / max(time.perf_counter() - window_start, 1e-9)
-                self._log_step(epoch, result, img_per_s)
+                self.metrics.append(train_record(self, epoch, result.lr, img_per_s))
                 self.progress.postfix(self._last_loss, result.lr, img_per_s)
                 window_start, window_images = time.perf_counter(), 0
             if line_due:  # a host sync, only when a progress line is printed
@@ -343,23 +349,10 @@ class Trainer:
                 self.save()
         self.progress.end_epoch()
         self.nonfinite.raise_if_nonfinite()
-        state = self._end_epoch(epoch) if self.step % self.steps_per_epoch == 0 else None
+        ended = self.step % self.steps_per_epoch == 0 or self.step == self.total_steps
+        state = self._end_epoch(epoch) if ended else None
         if self.checkpoints.due(self.step):
             self.save(state)
-
-    def _log_step(self, epoch: int, result: StepResult, img_per_s: float) -> None:
-        record = {
-            "kind": "train",
-            "step": self.step,
-            "epoch": epoch + 1,
-            "loss": self._last_loss,
-            "lr": result.lr,
-            "img_per_s": img_per_s,
-            **self._last_logs,
-        }
-        if self.nonfinite.skip:
-            record["skipped_steps"] = self.skipped_steps
-        self.metrics.append(record)
 
     def _end_epoch(self, epoch: int) -> dict[str, Any] | None:
         """The epoch record (losses, method logs, online k-NN, probe top-1, collapse metrics and
@@ -388,6 +381,11 @@ class Trainer:
             record["warnings"] = warnings
         self.metrics.append(record)
         return self.checkpoints.offer_best(self.step, epoch + 1, record, self.checkpoint_state)
+
+    def stop_after_step(self) -> None:
+        """End the run at the current step (a step hook's budget ran out): the encoder and the
+        last checkpoint are written as at a normal end; the schedules keep their planned length."""
+        self.last_step = self.checkpoints.last_step = self.step
 
     def online_knn(self) -> float | None:
         """k-NN accuracy of the current encoder (subset bank for speed; see train.knn_*)."""

@@ -1,0 +1,282 @@
+"""Time to accuracy: k-NN top-1 against minutes of pre-training, for each preset and seed.
+
+One run of one preset for a wall-clock budget of B minutes:
+
+1. *Calibration* (not counted): the trainer's own step (:class:`BenchStep`, views + update on
+   the run's data) is timed over a few steps; the schedule is sized so that it ends at the
+   budget, ``train.total_steps = 0.97 * B * 60 * img/s / batch`` (the lr, weight-decay and
+   momentum schedules anneal fully within the budget, as a user who has B minutes would run).
+2. *Training*, with a clock that counts training time only. At each mark (minutes) the clock
+   pauses and the current encoder (the one the method's protocol evaluates: DINO's teacher) is
+   measured by the full k-NN protocol of ``selfsup eval knn``: every training image in the bank,
+   every test image a query, ``eval.knn_k`` neighbours, temperature ``eval.knn_temperature``,
+   features at ``eval.precision``. Mark 0 is the random initialisation. The evaluation time is
+   reported apart.
+3. The run stops at the budget, wherever its schedule is; a schedule that ends earlier (the
+   calibration over-estimated the time per step) is evaluated at its end, at the time it ended.
+
+The online k-NN and the online linear probe are off in these runs (their cost is the user's
+choice, not the method's), so the time counted is the method's training step, the data and
+the checkpoints. Figures are specific to the machine: the report names it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from selfsup import build
+from selfsup.bench.harness import BenchStep
+from selfsup.bench.machine import machine_description, sync, time_calls
+from selfsup.config import Config
+from selfsup.config.root import apply_overrides
+from selfsup.data import EpochLoader, ImageDataset
+from selfsup.eval.knn import knn_accuracy
+from selfsup.eval.run import features_of, pixel_features
+from selfsup.progress import say
+from selfsup.train.device import resolve_device
+from selfsup.train.trainer import Trainer
+
+__all__ = [
+    "SCHEDULE_MARGIN",
+    "MarkResult",
+    "TimedRun",
+    "calibrate",
+    "default_marks",
+    "full_knn",
+    "labelled_splits",
+    "pixels_knn",
+    "planned_steps_for",
+    "run_time_to_accuracy",
+]
+
+SCHEDULE_MARGIN = 0.97  # the schedule is sized to this share of the budget (logging, checkpoints)
+
+
+@dataclass
+class MarkResult:
+    """The k-NN top-1 (percent) of the encoder after ``train_s`` seconds of training."""
+
+    minutes: float  # the mark asked for
+    train_s: float  # training seconds when it was taken (the first step past the mark)
+    step: int
+    knn_top1: float
+    eval_s: float  # seconds the evaluation took (not counted as training)
+
+
+@dataclass
+class TimedRun:
+    """One preset, one seed, one budget."""
+
+    name: str
+    seed: int
+    budget_min: float
+    img_per_s: float  # calibrated step throughput
+    calibration_s: float
+    planned_steps: int
+    steps_per_epoch: int
+    steps: int = 0  # steps trained
+    train_s: float = 0.0
+    marks: list[MarkResult] = field(default_factory=list)
+    machine: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_marks(budget_min: float) -> list[float]:
+    """0 (random init), then 1, 2, 5, 10, 20, 30, 60, ... minutes below the budget, and the
+    budget itself."""
+    ladder = [1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 240.0]
+    return [0.0] + [m for m in ladder if m < budget_min] + [float(budget_min)]
+
+
+def planned_steps_for(budget_s: float, img_per_s: float, batch_size: int) -> int:
+    """Steps that fit in ``SCHEDULE_MARGIN`` of the budget at the calibrated throughput."""
+    if budget_s <= 0 or img_per_s <= 0:
+        raise ValueError(f"need a positive budget and throughput, got {budget_s}, {img_per_s}")
+    return max(1, math.floor(SCHEDULE_MARGIN * budget_s * img_per_s / batch_size))
+
+
+def calibrate(
+    cfg: Config, dataset: ImageDataset, in_channels: int, steps: int = 8, warmup: int = 3
+) -> tuple[float, float]:
+    """Images/s of the full training step (views + update) of ``cfg`` on ``dataset``, and the
+    seconds the calibration took; compiles first when ``train.compile`` (as the run will)."""
+    device = resolve_device(cfg.train.device)
+    start = time.perf_counter()
+    loader = EpochLoader(dataset, cfg.train.batch_size, seed=cfg.train.seed, device=device)
+    bench = BenchStep(cfg, in_channels, device, loader.steps_per_epoch())
+    if cfg.train.compile:
+        bench.compile()
+    images = next(iter(loader.iterate(0, 0)))[0]  # fresh random views at every call
+    per_step = time_calls(lambda: bench.full_step(images), steps, warmup, device)
+    return cfg.train.batch_size / per_step, time.perf_counter() - start
+
+
+def full_knn(
+    encoder: nn.Module,
+    cfg: Config,
+    eval_sets: tuple[ImageDataset, ImageDataset],
+    device: torch.device,
+) -> float:
+    """Top-1 (percent) of the ``selfsup eval knn`` protocol: whole train split as the bank."""
+    train, test = eval_sets
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        bank, bank_labels = features_of(encoder, train, cfg, device)
+        query, query_labels = features_of(encoder, test, cfg, device)
+    finally:
+        encoder.train(was_training)
+    classes = int(max(bank_labels.max(), query_labels.max()).item()) + 1
+    return 100 * knn_accuracy(
+        bank,
+        bank_labels,
+        query,
+        query_labels,
+        classes,
+        k=cfg.eval.knn_k,
+        temperature=cfg.eval.knn_temperature,
+    )
+
+
+def labelled_splits(cfg: Config) -> tuple[ImageDataset, ImageDataset]:
+    """The labelled (train, test) splits of ``cfg`` (``data.eval_dataset`` when set)."""
+    splits = build.eval_datasets(cfg)
+    if splits is None:
+        raise ValueError(
+            f"{cfg.data.dataset} has no labelled splits to measure a k-NN on; set "
+            "data.eval_dataset to a labelled dataset"
+        )
+    return splits
+
+
+def pixels_knn(cfg: Config, eval_sets: tuple[ImageDataset, ImageDataset]) -> float:
+    """The raw-pixel baseline under the same protocol (percent); pixels normalised with the
+    training split's statistics when the config does not give them."""
+    cfg = copy.deepcopy(cfg)
+    build.resolve_normalization(cfg, eval_sets[0])
+    bank, bank_labels = pixel_features(eval_sets[0], cfg)
+    query, query_labels = pixel_features(eval_sets[1], cfg)
+    classes = int(max(bank_labels.max(), query_labels.max()).item()) + 1
+    k, temperature = cfg.eval.knn_k, cfg.eval.knn_temperature
+    return 100 * knn_accuracy(
+        bank, bank_labels, query, query_labels, classes, k=k, temperature=temperature
+    )
+
+
+class MarkClock:
+    """The trainer's step hook: counts training time (evaluations excluded), evaluates at each
+    mark and stops the run at the budget."""
+
+    def __init__(
+        self,
+        marks_min: Sequence[float],
+        budget_s: float,
+        evaluate: Callable[[Trainer], float],
+        record: Callable[[MarkResult], None],
+    ) -> None:
+        self.pending = sorted(m for m in marks_min if m > 0)
+        self.budget_s = budget_s
+        self.evaluate = evaluate
+        self.record = record
+        self.start = time.perf_counter()
+        self.paused_s = 0.0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start - self.paused_s
+
+    def __call__(self, trainer: Trainer) -> None:
+        sync(trainer.device)  # the step's work is done before the clock is read
+        now = self.elapsed()
+        while self.pending and now >= 60 * self.pending[0]:
+            self.take(trainer, self.pending.pop(0), now)
+        if now >= self.budget_s:
+            trainer.stop_after_step()
+
+    def take(self, trainer: Trainer, minutes: float, now: float) -> None:
+        paused = time.perf_counter()
+        accuracy = self.evaluate(trainer)
+        eval_s = time.perf_counter() - paused
+        self.paused_s += eval_s
+        self.record(MarkResult(minutes, now, trainer.step, accuracy, eval_s))
+
+
+def run_time_to_accuracy(
+    cfg: Config,
+    name: str,
+    budget_min: float,
+    run_dir: str | Path,
+    marks_min: Sequence[float] | None = None,
+    train_set: ImageDataset | None = None,
+    eval_sets: tuple[ImageDataset, ImageDataset] | None = None,
+) -> TimedRun:
+    """Calibrate, size the schedule to ``budget_min``, train with k-NN at ``marks_min`` (default
+    :func:`default_marks`) and return the curve. ``cfg.train.seed`` is the run's seed."""
+    if budget_min <= 0:
+        raise ValueError(f"the budget must be positive, got {budget_min} minutes")
+    marks = sorted(set(default_marks(budget_min) if marks_min is None else marks_min))
+    if any(m < 0 or m > budget_min for m in marks):
+        raise ValueError(f"marks must lie in [0, {budget_min}] minutes, got {marks}")
+    cfg = apply_overrides(
+        copy.deepcopy(cfg), ["train.knn_every=0", "train.online_linear=false"]
+    ).validate()
+    device = resolve_device(cfg.train.device)
+    train_set = train_set if train_set is not None else build.train_dataset(cfg)
+    eval_sets = eval_sets if eval_sets is not None else labelled_splits(cfg)
+    build.resolve_normalization(cfg, train_set)
+    in_channels = build.input_channels(cfg, train_set)
+
+    img_per_s, calibration_s = calibrate(cfg, train_set, in_channels)
+    steps = planned_steps_for(60 * budget_min, img_per_s, cfg.train.batch_size)
+    cfg.train.total_steps = steps
+    trainer = Trainer(cfg, run_dir, train_set, eval_sets, overwrite=True)
+    run = TimedRun(
+        name,
+        cfg.train.seed,
+        budget_min,
+        img_per_s,
+        calibration_s,
+        steps,
+        trainer.steps_per_epoch,
+        machine=machine_description(device),
+    )
+    say(
+        f"{name} (seed {cfg.train.seed}): {img_per_s:.0f} img/s calibrated in "
+        f"{calibration_s:.0f} s; schedule of {steps} steps "
+        f"({steps / trainer.steps_per_epoch:.2f} epochs) for {budget_min:g} minutes"
+    )
+
+    def evaluate(t: Trainer) -> float:
+        encoder = t.method.encoder_for(t.cfg.eval.network)
+        with torch.no_grad():
+            return full_knn(encoder, t.cfg, eval_sets, device)
+
+    def record(mark: MarkResult) -> None:
+        run.marks.append(mark)
+        say(
+            f"{name} (seed {cfg.train.seed}): {mark.minutes:g} min (trained {mark.train_s:.0f} s, "
+            f"step {mark.step}): k-NN {mark.knn_top1:.2f}% (evaluated in {mark.eval_s:.0f} s)"
+        )
+
+    if 0 in marks:
+        started = time.perf_counter()
+        accuracy = evaluate(trainer)
+        record(MarkResult(0.0, 0.0, 0, accuracy, time.perf_counter() - started))
+    clock = MarkClock(marks, 60 * budget_min, evaluate, record)
+    trainer.step_hooks.append(clock)
+    clock.start = time.perf_counter()
+    trainer.fit()
+    run.train_s, run.steps = clock.elapsed(), trainer.step
+    if clock.pending:  # the schedule ended before the budget: its end stands for the rest
+        clock.take(trainer, clock.pending[-1], run.train_s)
+    return run

@@ -150,6 +150,12 @@ def test_cli_time_to_accuracy_writes_table_json_and_png(tmp_path, capsys) -> Non
     lines = (tmp_path / "runs.jsonl").read_text().splitlines()
     assert [json.loads(line)["run"]["seed"] for line in lines] == [0, 1]
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["demo-seed0", "demo-seed1"]
+    # the recorded runs draw the same table again without training
+    table = text[text.index("| preset |") : text.index("Machine:")]
+    replotted = tmp_path / "again.md"
+    replot = ["bench", "--replot", str(tmp_path / "runs.jsonl"), "--write", str(replotted)]
+    assert main([*replot, *_TINY]) == 0
+    assert table in replotted.read_text()
 
 
 _TINY = [

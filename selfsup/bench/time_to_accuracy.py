@@ -91,6 +91,12 @@ class TimedRun:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TimedRun:
+        """The inverse of :meth:`to_dict` (a ``--json`` line's ``run``)."""
+        marks = [MarkResult(**m) for m in data.get("marks", [])]
+        return cls(**{**data, "marks": marks})
+
 
 def default_marks(budget_min: float) -> list[float]:
     """0 (random init), then 1, 2, 5, 10, 20, 30, 60, ... minutes below the budget, and the

@@ -224,6 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
         "below the budget, and the budget)",
     )
     p.add_argument("--seeds", type=_seed_list, default=[0], metavar="S1,S2,...", help="train.seed")
+    p.add_argument(
+        "--replot",
+        metavar="JSONL",
+        help="instead of training: the table and figure of the runs a --time-to-accuracy "
+        "--json file recorded (-c gives the data for the raw-pixel line)",
+    )
     p.add_argument("--png", help="figure of k-NN vs minutes (default: beside --write, if given)")
     p.add_argument(
         "--runs-dir",

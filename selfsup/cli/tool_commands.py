@@ -60,7 +60,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         )
         return 0
     configs = args.config or []
-    if args.time_to_accuracy is not None:
+    if args.time_to_accuracy is not None or args.replot:
         return _time_to_accuracy(args, configs, command)
     if len(configs) > 1:
         raise SystemExit("selfsup bench: several -c configs only with --time-to-accuracy")
@@ -107,6 +107,7 @@ def _time_to_accuracy(args: argparse.Namespace, configs: list[str], command: str
 
     from selfsup.bench.report import report
     from selfsup.bench.time_to_accuracy import (
+        TimedRun,
         labelled_splits,
         pixels_knn,
         run_time_to_accuracy,
@@ -116,11 +117,18 @@ def _time_to_accuracy(args: argparse.Namespace, configs: list[str], command: str
         plot_time_to_accuracy,
     )
 
-    if args.time_to_accuracy <= 0:
-        raise SystemExit("selfsup bench: --time-to-accuracy needs a positive number of minutes")
     presets = [(Path(c).stem, Config.from_yaml(c)) for c in configs] or [("demo", demo_config())]
     runs = []
-    for name, base in presets:
+    if args.replot:  # runs recorded earlier with --json: no training
+        for line in Path(args.replot).read_text().splitlines():
+            record = json.loads(line)
+            if isinstance(record, dict) and "run" in record and "marks" in record["run"]:
+                runs.append(TimedRun.from_dict(record["run"]))
+        if not runs:
+            raise SystemExit(f"selfsup bench: {args.replot} holds no time-to-accuracy runs")
+    elif args.time_to_accuracy <= 0:
+        raise SystemExit("selfsup bench: --time-to-accuracy needs a positive number of minutes")
+    for name, base in presets if not args.replot else []:
         for seed in args.seeds:
             cfg = build_config(None, [*args.overrides, f"train.seed={seed}"], base=base)
             run_dir = Path(args.runs_dir) / f"{name}-seed{seed}"

@@ -95,7 +95,7 @@ def test_siamese_presets_build_their_recipe_and_take_a_step(name: str) -> None:
     if name == "simsiam":  # the predictor at the peak lr, everything decayed (official SGD)
         fixed = {id(p) for g in groups if g["fixed_lr"] for p in g["params"]}
         assert fixed == {id(p) for p in method.predictor.parameters()}
-        assert all(g["weight_decay"] == 1e-4 for g in groups)
+        assert all(g["weight_decay"] == 5e-4 for g in groups)
     if name == "barlow":  # biases and BN at 196 / D of the weights' lr (D = 1024)
         assert {g["lr_scale"] for g in groups if g["lars_exclude"]} == {0.19}
     if name == "swav":  # 2 x 28 + 6 x 12 px crops

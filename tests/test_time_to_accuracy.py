@@ -20,8 +20,8 @@ from tests.conftest import tiny_config
 
 
 def test_planned_steps_and_default_marks() -> None:
-    # 0.92 * 60 s * 100 img/s / 10 per step = 552 steps
-    assert tta.planned_steps_for(60, 100, 10) == 552
+    # 0.85 * 60 s * 100 img/s / 10 per step = 510 steps
+    assert tta.planned_steps_for(60, 100, 10) == 510
     assert tta.planned_steps_for(0.001, 1, 256) == 1  # at least one step
     with pytest.raises(ValueError, match="positive"):
         tta.planned_steps_for(0, 100, 10)

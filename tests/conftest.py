@@ -84,6 +84,17 @@ METHOD_OVERRIDES: dict[str, list[str]] = {
 }
 
 
+# The smallest SimCLR the CLI takes as key=value overrides (digits, 8 px, width 0.125, fp32).
+TINY_CLI_OVERRIDES = [
+    "data.dataset=digits",
+    "backbone.width=0.125",
+    "views.size=8",
+    "simclr.proj_hidden_dim=32",
+    "simclr.proj_out_dim=16",
+    "train.precision=fp32",
+]
+
+
 def tiny_config(*overrides: str) -> Config:
     """SimCLR on scikit-learn's digits (8x8, always available) with a very small ResNet."""
     cfg = apply_overrides(

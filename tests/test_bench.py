@@ -15,7 +15,7 @@ from selfsup import bench
 from selfsup.cli import main
 from selfsup.data import TensorImageDataset
 from selfsup.views import ViewSpec
-from tests.conftest import METHOD_OVERRIDES, tiny_config
+from tests.conftest import METHOD_OVERRIDES, TINY_CLI_OVERRIDES, tiny_config
 
 PEAK = (128,)  # a small matmul keeps the peak measurement quick in tests
 
@@ -159,14 +159,7 @@ def test_parse_shape() -> None:
 
 
 def test_cli_modes(capsys) -> None:
-    tiny = [
-        "data.dataset=digits",
-        "backbone.width=0.125",
-        "views.size=8",
-        "simclr.proj_hidden_dim=32",
-        "simclr.proj_out_dim=16",
-        "train.precision=fp32",
-    ]
+    tiny = TINY_CLI_OVERRIDES
     assert main(["bench", "--knn", "--bank", "200,400", "--queries", "30", "--dim", "4"]) == 0
     assert "| 400 |" in capsys.readouterr().out
     assert main(["bench", *tiny, "--scaling", "8,16", "--steps", "1", "--warmup", "0"]) == 0

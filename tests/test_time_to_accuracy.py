@@ -16,7 +16,7 @@ from selfsup.bench.time_to_accuracy_report import format_time_to_accuracy, plot_
 from selfsup.cli import main
 from selfsup.eval.run import evaluate_run
 from selfsup.train.trainer import Trainer
-from tests.conftest import tiny_config
+from tests.conftest import TINY_CLI_OVERRIDES, tiny_config
 
 
 def test_planned_steps_and_default_marks() -> None:
@@ -158,16 +158,7 @@ def test_cli_time_to_accuracy_writes_table_json_and_png(tmp_path, capsys) -> Non
     assert table in replotted.read_text()
 
 
-_TINY = [
-    "data.dataset=digits",
-    "backbone.width=0.125",
-    "views.size=8",
-    "simclr.proj_hidden_dim=32",
-    "simclr.proj_out_dim=16",
-    "train.precision=fp32",
-    "train.batch_size=64",
-    "train.progress=false",
-]
+_TINY = [*TINY_CLI_OVERRIDES, "train.batch_size=64", "train.progress=false"]
 
 
 def test_cli_refuses_bad_time_to_accuracy_arguments(tmp_path, capsys) -> None:

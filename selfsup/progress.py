@@ -43,15 +43,27 @@ __all__ = [
     "phase",
     "progress_bar",
     "say",
+    "set_quiet",
 ]
 
 # The clock of every report; tests replace it with a fake one.
 now: Callable[[], float] = time.perf_counter
 
 
+# False in the processes of a distributed run other than rank 0 (set_quiet): one voice speaks.
+_speaking = True
+
+
+def set_quiet(quiet: bool = True) -> None:
+    """Silence (or restore) every progress line and bar of this process."""
+    global _speaking
+    _speaking = not quiet
+
+
 def say(message: str) -> None:
     """Print one progress/status line on stderr without breaking a tqdm bar."""
-    tqdm.write(message, file=sys.stderr)
+    if _speaking:
+        tqdm.write(message, file=sys.stderr)
 
 
 def stderr_is_terminal() -> bool:
@@ -106,7 +118,7 @@ def progress_bar(desc: str, total: int, initial: int = 0, unit: str = "it") -> t
         file=sys.stderr,
         dynamic_ncols=True,
         leave=False,
-        disable=False,
+        disable=not _speaking,
     )
 
 

@@ -65,8 +65,26 @@ EXIT_USAGE = 2  # bad input: one line naming the problem and the fix
 
 # -- commands ---------------------------------------------------------------------------------------
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from selfsup.train.trainer import Trainer
+    from selfsup.train.distributed import init_distributed, launched_by_torchrun
 
+    cfg, run_dir = _pretrain_config(args)
+    if args.print_config:
+        print(cfg.to_yaml())
+        return 0
+    if not launched_by_torchrun():
+        return _pretrain(args, cfg, run_dir)
+    import torch.distributed as dist
+
+    init_distributed(cfg.train.device, cfg.train.dist_backend)
+    try:
+        return _pretrain(args, cfg, run_dir)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _pretrain_config(args: argparse.Namespace) -> tuple[Config, str | None]:
+    """The configuration and run directory the command line asks for."""
     if args.resume:
         cfg = _resume_config(args)
         run_dir: str | None = args.resume
@@ -77,13 +95,31 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         run_dir = args.run_dir
     if args.strict:
         cfg.data.strict = True
-    if args.print_config:
-        print(cfg.to_yaml())
-        return 0
-    trainer = Trainer(cfg, run_dir, overwrite=args.overwrite)
+    return cfg, run_dir
+
+
+def _pretrain(args: argparse.Namespace, cfg: Config, run_dir: str | None) -> int:
+    """Train (one process, or this rank of a torchrun launch); rank 0 reports and evaluates."""
+    from selfsup.progress import set_quiet
+    from selfsup.train.distributed import current_context
+    from selfsup.train.elastic import elastic_start
+    from selfsup.train.trainer import Trainer
+
+    ctx = current_context()
+    set_quiet(not ctx.is_main)
+    start = elastic_start(cfg, run_dir or cfg.run_dir, args.overwrite)
+    if start.attempt > 0:
+        what = "resuming its last checkpoint" if start.resume else "starting it again"
+        say(f"torchrun restart {start.attempt}: {what}")
+    trainer = Trainer(cfg, run_dir, overwrite=start.overwrite)
+    if ctx.active:
+        say(
+            f"distributed: {ctx.world_size} processes ({ctx.backend}), global batch "
+            f"{cfg.train.batch_size} = {ctx.world_size} x {cfg.train.batch_size // ctx.world_size}"
+        )
     say(f"run directory: {trainer.run_dir}")
-    result = trainer.fit(resume=bool(args.resume))
-    if result.already_finished:
+    result = trainer.fit(resume=bool(args.resume) or start.resume)
+    if result.already_finished or not ctx.is_main:
         return 0
     knn = (
         f", online k-NN {100 * result.knn_accuracy:.2f}%" if result.knn_accuracy is not None else ""

@@ -294,6 +294,16 @@ class TrainConfig(Section):
         description="also keep the k checkpoints with the best online k-NN top-1 (lowest loss "
         "without labels) in checkpoints/best-*.pt; 0 = keep last.pt only",
     )
+    sync_batchnorm: Bool = Field(
+        False,
+        description="multi-process runs: BatchNorm statistics over the global batch of every "
+        "process (SyncBatchNorm; BYOL, SimCLR, MoCo v3, DINO ResNet recipes); false = each "
+        "process normalises its own sub-batch",
+    )
+    dist_backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto",
+        description="torch.distributed backend under torchrun: auto = nccl on GPUs, gloo on CPUs",
+    )
     on_nonfinite: Literal["stop", "skip"] = Field(
         "stop",
         description="stop: end the run at a NaN/inf loss (last good checkpoint kept); skip: skip "

@@ -82,6 +82,9 @@ class Method(nn.Module):
     # "lightness": make_backbone wraps the backbone in a LightnessEncoder (RGB in, L inside), so
     # evaluation, export and the random-init baseline feed it RGB like any other encoder.
     encoder_input: ClassVar[EncoderInput] = "image"
+    # State-dict key prefixes that differ between the processes of a distributed run by design
+    # (SwAV: each process queues its own embeddings); checkpoints keep every process's copy.
+    rank_local_state: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, backbone: nn.Module, view_recipe: MultiViewTransform) -> None:
         super().__init__()

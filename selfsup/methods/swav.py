@@ -130,6 +130,7 @@ class SwAV(Method):
         (4, 0.0)
     """
 
+    rank_local_state = ("queue.",)  # each process queues its own embeddings (official)
     queue_rows: Tensor  # 0-d int64 buffer: rows of each queue written so far (at most its size)
 
     def __init__(

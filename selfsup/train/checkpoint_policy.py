@@ -36,8 +36,12 @@ class CheckpointPolicy:
         steps_per_epoch: int,
         last_step: int,
         with_knn: bool,
+        writer: bool = True,
     ) -> None:
         self.run_dir = Path(run_dir)
+        # False on the ranks of a distributed run other than 0: they decide as rank 0 does (the
+        # same steps, the same records) but write nothing.
+        self.writer = writer
         self.path = self.run_dir / "checkpoints" / "last.pt"
         self.every_epochs = train.checkpoint_every
         self.every_steps = train.checkpoint_every_steps
@@ -71,7 +75,7 @@ class CheckpointPolicy:
     def start(self, resumed_step: int | None) -> None:
         """A new run forgets an earlier run's best checkpoints; a resumed one those after its
         step (they are offered again as the steps are replayed)."""
-        if self.best is None:
+        if self.best is None or not self.writer:
             return
         if resumed_step is None:
             self.best.clear()
@@ -103,11 +107,15 @@ class CheckpointPolicy:
         if self.best is None or self.best_metric not in record:
             return None
         built = state()
-        self.best.offer(step, epoch, float(record[self.best_metric]), built)
+        if self.writer:
+            self.best.offer(step, epoch, float(record[self.best_metric]), built)
         return built
 
     def write(self, step: int, state: dict[str, Any]) -> None:
         """Write ``last.pt`` for ``step`` atomically."""
+        if not self.writer:
+            self.saved_step = step
+            return
         try:
             save_checkpoint(self.path, state)
         except CheckpointError as err:

@@ -60,10 +60,12 @@ def setup_record(trainer: Trainer) -> dict[str, Any]:
 
 class MetricsLog:
     """The run's metrics file. ``kept_checkpoint()`` says, in an error message, which
-    checkpoint survives a failed write."""
+    checkpoint survives a failed write. ``path=None`` (the ranks of a distributed run other
+    than 0) writes nothing."""
 
-    def __init__(self, path: Path, kept_checkpoint: Callable[[], str]) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Path | None, kept_checkpoint: Callable[[], str]) -> None:
+        self.writes = path is not None
+        self.path = Path(path if path is not None else "metrics.jsonl")
         self._kept_checkpoint = kept_checkpoint
         self._events: Any = None  # a torch.utils.tensorboard SummaryWriter when enabled
 
@@ -72,7 +74,7 @@ class MetricsLog:
         (``enabled=None``: when the package is installed). A resumed run passes the first
         step after its checkpoint: events from there on are purged, as metrics.jsonl is cut
         back."""
-        if enabled is False:
+        if enabled is False or not self.writes:
             return
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -100,6 +102,8 @@ class MetricsLog:
             self._events = None
 
     def append(self, record: dict[str, Any]) -> None:
+        if not self.writes:
+            return
         try:
             with open(self.path, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
@@ -113,12 +117,13 @@ class MetricsLog:
 
     def clear(self) -> None:
         """A new run in this directory: forget an earlier run's records."""
-        self.path.unlink(missing_ok=True)
+        if self.writes:
+            self.path.unlink(missing_ok=True)
 
     def truncate(self, step: int) -> None:
         """Drop the records written after ``step`` (the checkpoint a run resumes from) and a
         line torn by a kill, so that the replayed steps are not logged twice."""
-        if not self.path.exists():
+        if not self.writes or not self.path.exists():
             return
         kept = []
         for line in self.path.read_text().splitlines():

@@ -20,17 +20,26 @@ import torch
 
 from selfsup.methods.upgrade import CHECKPOINT_FORMAT, upgrade_method_state
 from selfsup.progress import say
-from selfsup.train.checkpoint import CheckpointError, load_checkpoint, rng_state, set_rng_state
+from selfsup.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
+from selfsup.train.distributed import current_context, rank_seed
 from selfsup.train.run_dir import run_status
 from selfsup.train.step import TrainStep
 
 if TYPE_CHECKING:
+    from selfsup.methods import Method
     from selfsup.train.trainer import Trainer
 
 __all__ = [
     "TrainResult",
     "announce_resume",
     "finished_run_result",
+    "rank_state",
     "restore_run_state",
     "run_state",
 ]
@@ -58,8 +67,10 @@ def run_state(
     view_generator: torch.Generator,
     trainer: dict[str, Any],
     config: dict[str, Any],
+    ranks: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The checkpoint of the run after ``step`` steps (``trainer``: the running values)."""
+    """The checkpoint of the run after ``step`` steps (``trainer``: the running values).
+    A distributed run passes every rank's :func:`rank_state` (``ranks``, by rank)."""
     state = {
         "format": CHECKPOINT_FORMAT,
         "step": step,
@@ -72,7 +83,21 @@ def run_state(
     }
     if train_step.probe is not None:
         state["online_probe"] = train_step.probe.checkpoint_state()
+    if ranks is not None:
+        state["ranks"] = ranks
     return state
+
+
+def rank_state(method: Method, view_generator: torch.Generator) -> dict[str, Any]:
+    """What differs between the processes of a distributed run: the RNG states and the
+    method's per-process state (``Method.rank_local_state``, e.g. SwAV's queues)."""
+    prefixes = method.rank_local_state
+    local = {
+        k: v.detach().cpu().clone()
+        for k, v in method.state_dict().items()
+        if prefixes and k.startswith(prefixes)
+    }
+    return {"rng": rng_state(view_generator), "method": local}
 
 
 def restore_run_state(
@@ -82,13 +107,20 @@ def restore_run_state(
     view_generator: torch.Generator,
     geometry: dict[str, int],
     config: dict[str, Any] | None = None,
+    state: dict[str, Any] | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """Load ``path`` into the step's method, optimiser and scaler and the RNGs; returns the
     step and the trainer's running values. ``geometry`` (dataset size, batch size, steps per
     epoch) must match the checkpoint's: the step would map to other images otherwise. With this
     run's ``config`` (``Config.to_dict()``), a model that does not fit is explained by the
-    options that differ from the checkpoint's config."""
-    state = load_checkpoint(path, map_location="cpu")  # moved to the device by load_state_dict
+    options that differ from the checkpoint's config. ``state``: the checkpoint already loaded
+    from ``path`` (a distributed run's rank 0 reads it for every rank).
+
+    A distributed run restores each rank's own RNG states and per-process method state from
+    ``ranks``, so it continues exactly; on another number of processes the ranks draw fresh
+    streams (said once)."""
+    if state is None:
+        state = load_checkpoint(path, map_location="cpu")  # moved to the device on load
     missing = [k for k in ("step", "method", "optimizer", "rng") if k not in state]
     if missing:
         raise CheckpointError(
@@ -118,8 +150,35 @@ def restore_run_state(
     if state.get("scaler"):
         train_step.scaler.load_state_dict(state["scaler"])
     _restore_probe(path, train_step, state.get("online_probe"))
-    set_rng_state(state["rng"], view_generator)
+    _restore_rank_state(path, state, train_step.method, view_generator)
     return int(state["step"]), info
+
+
+def _restore_rank_state(
+    path: Path, state: dict[str, Any], method: Method, view_generator: torch.Generator
+) -> None:
+    """This rank's RNG states and per-process method state (see :func:`restore_run_state`)."""
+    ctx = current_context()
+    saved = state.get("ranks")
+    if saved is not None and len(saved) == ctx.world_size:
+        mine = saved[ctx.rank]
+        set_rng_state(mine["rng"], view_generator)
+        if mine["method"]:
+            method.load_state_dict(mine["method"], strict=False)
+        return
+    if not ctx.active:
+        set_rng_state(state["rng"], view_generator)  # rank 0's states when it was distributed
+    else:  # a new world size: the ranks start new streams, derived from the seed and the step
+        base = int(state.get("config", {}).get("train", {}).get("seed", 0)) + int(state["step"])
+        seed = rank_seed(base, ctx.rank)
+        seed_everything(seed)
+        view_generator.manual_seed(seed)
+    if saved is not None or ctx.active:
+        was = len(saved) if saved is not None else 1
+        say(
+            f"note: {path.name} was written by {was} process(es), this run has "
+            f"{ctx.world_size}: the views from here on differ from an uninterrupted run"
+        )
 
 
 def _restore_probe(path: Path, train_step: TrainStep, saved: dict[str, Any] | None) -> None:

@@ -23,10 +23,13 @@ from typing import TYPE_CHECKING, Literal, cast
 import numpy as np
 import torch
 from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
 
 from selfsup import build
 from selfsup.methods import Method, Progress, StepOutput
+from selfsup.nn.distributed import all_reduce_mean, gather_no_grad, world_size
 from selfsup.train.device import autocast, resolve_precision
+from selfsup.train.distributed import wrap_data_parallel
 from selfsup.train.online_probe import ACCURACY_LOG, OnlineLinearProbe, online_probe_for
 from selfsup.train.optim import ClipMode, clip_gradients_
 from selfsup.train.schedules import cosine_schedule
@@ -80,6 +83,11 @@ class TrainStep:
         probe: an online linear probe (:mod:`selfsup.train.online_probe`) that steps on the
             method's detached ``StepOutput.features`` whenever ``update`` gets labels; its
             running accuracy is reset at each epoch's first step.
+        data_parallel: in a ``torch.distributed`` process group, run the forward inside
+            ``DistributedDataParallel`` (gradients averaged over the processes); the reported
+            loss and logs are their means over the processes (the global batch's loss, so every
+            process takes the same NaN/inf decision) and the probe learns from the gathered
+            global batch.
 
     Example (a user's own loop; ``step(...)`` is ``step.update(step.views(...), ...)``):
         >>> import torch
@@ -119,6 +127,7 @@ class TrainStep:
         device: torch.device | None = None,
         peak_lr: float | None = None,
         probe: OnlineLinearProbe | None = None,
+        data_parallel: bool = False,
     ) -> None:
         self.lr_schedule = np.asarray(lr_schedule, dtype=np.float64)  # [total_steps]
         self.total_steps = len(self.lr_schedule)
@@ -162,6 +171,10 @@ class TrainStep:
         self.compiled_step: Callable[[list[Tensor]], StepOutput] | None = None
         if compile_backend is not None:
             self.compile(compile_backend)
+        self.data_parallel: DistributedDataParallel | None = None
+        if data_parallel and world_size() > 1:
+            step_fn = self.compiled_step or method.training_step
+            self.data_parallel = wrap_data_parallel(method, step_fn, self.device)
         method.configure_schedules(self.total_steps, steps_per_epoch)
 
     @classmethod
@@ -207,6 +220,7 @@ class TrainStep:
             device=device,
             peak_lr=peak_lr,
             probe=online_probe_for(cfg, method.encoder, num_classes, device),
+            data_parallel=True,
         )
 
     def compile(self, backend: str = "inductor") -> None:
@@ -265,9 +279,11 @@ class TrainStep:
         saved = [(b, b.detach().clone()) for b in method.buffers()] if self.skip_nonfinite else []
         optimizer.zero_grad(set_to_none=True)
         with self.autocast():
-            out = (self.compiled_step or method.training_step)(views)
+            out = (self.data_parallel or self.compiled_step or method.training_step)(views)
         loss = out.loss.detach()
         scaler.scale(out.loss).backward()
+        if self.data_parallel is not None:  # the global batch's loss: the same on every process
+            loss, out.logs = mean_over_processes(loss, out.logs)
         if self.clip_grad is not None or self.skip_nonfinite:
             scaler.unscale_(optimizer)
         if self.skip_nonfinite:
@@ -306,7 +322,10 @@ class TrainStep:
         if global_step % self.steps_per_epoch == 0:
             self.probe.reset_accuracy()
         if learn:
-            return {**out.logs, ACCURACY_LOG: self.probe.update(out.features, labels)}
+            features = out.features
+            if self.data_parallel is not None:  # every process's probe learns the global batch
+                features, labels = gather_no_grad(features), gather_no_grad(labels)
+            return {**out.logs, ACCURACY_LOG: self.probe.update(features, labels)}
         return {**out.logs, ACCURACY_LOG: self.probe.accuracy_so_far()}
 
 
@@ -320,6 +339,13 @@ def nonfinite_part(loss: Tensor, params: Sequence[Tensor]) -> NonFinitePart | No
     )
     loss_ok, grads_ok = torch.stack([torch.isfinite(loss).all(), grads_finite]).tolist()
     return None if loss_ok and grads_ok else ("loss" if not loss_ok else "gradients")
+
+
+def mean_over_processes(loss: Tensor, logs: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    """The loss and the method's logs averaged over the processes, in one all-reduce."""
+    values = torch.stack([loss.float(), *(v.detach().float() for v in logs.values())])
+    values = all_reduce_mean(values)
+    return values[0], dict(zip(logs, values[1:], strict=True))
 
 
 def _device_of(method: Method) -> torch.device:

@@ -32,10 +32,29 @@ from selfsup import build
 from selfsup.config import Config
 from selfsup.data import EpochLoader, ImageDataset
 from selfsup.methods import Method
+from selfsup.nn.sync_batchnorm import convert_sync_batchnorm
 from selfsup.progress import say
-from selfsup.train.checkpoint import CheckpointError, atomic_write, save_encoder, seed_everything
+from selfsup.train.checkpoint import (
+    CheckpointError,
+    atomic_write,
+    load_checkpoint,
+    save_encoder,
+    seed_everything,
+)
 from selfsup.train.checkpoint_policy import CheckpointPolicy
 from selfsup.train.device import autocast, cpu_has_fast_bf16, resolve_device, resolve_precision
+from selfsup.train.distributed import (
+    agree_any,
+    all_gather_objects,
+    average_batchnorm_statistics,
+    broadcast_object,
+    check_distributed_config,
+    check_replicas_identical,
+    current_context,
+    process_device,
+    rank_seed,
+    run_on_main,
+)
 from selfsup.train.epoch_monitor import EpochMonitor
 from selfsup.train.interrupt import GracefulInterrupt
 from selfsup.train.metrics import MetricsLog, setup_record, train_record
@@ -46,6 +65,7 @@ from selfsup.train.run_state import (
     TrainResult,
     announce_resume,
     finished_run_result,
+    rank_state,
     restore_run_state,
     run_state,
 )
@@ -88,9 +108,13 @@ class Trainer:
         self.cfg = cfg
         t = cfg.train
         self.overwrite = overwrite
-        self.run_dir = Path(run_dir or cfg.run_dir or default_run_dir(cfg.method, cfg.data.dataset))
+        # torch.distributed: this process's rank (rank 0 of 1 without a process group).
+        self.dist = current_context()
+        check_distributed_config(cfg, self.dist.world_size)
+        run_dir = run_dir or cfg.run_dir or default_run_dir(cfg.method, cfg.data.dataset)
+        self.run_dir = Path(broadcast_object(str(run_dir)))  # rank 0's choice
         cfg.run_dir = str(self.run_dir)
-        self.device = resolve_device(t.device)
+        self.device = resolve_device(process_device(t.device, self.dist))
         if t.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
 
@@ -101,7 +125,7 @@ class Trainer:
                 f"({len(self.train_set)} images); lower train.batch_size"
             )
         self.eval_sets = eval_sets
-        if eval_sets is None and t.knn_every > 0:
+        if eval_sets is None and t.knn_every > 0 and self.dist.is_main:  # rank 0 evaluates
             self.eval_sets = build.eval_datasets(cfg)
         build.resolve_normalization(cfg, self.train_set)
         self.in_channels = build.input_channels(cfg, self.train_set)
@@ -112,26 +136,35 @@ class Trainer:
             seed=t.seed,
             num_workers=cfg.data.num_workers,
             device=self.device,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
         )
         self.steps_per_epoch = self.loader.steps_per_epoch()
         self.total_steps = t.planned_steps(self.steps_per_epoch)
         self.last_step = min(self.total_steps, t.max_steps or self.total_steps)
         seed_everything(t.seed)
         method = build.make_method(cfg, self.in_channels)
+        if t.sync_batchnorm and self.dist.active:
+            convert_sync_batchnorm(method)
         spe, classes = self.steps_per_epoch, self.train_set.num_classes  # classes: online probe
         self.train_step = TrainStep.from_config(cfg, method, spe, self.device, classes)
         # Data statistics (Colorization's colour prior), before any step; a resumed run then
         # loads the same values from its checkpoint.
         self.method.prepare_data(self.train_set)
-        self.view_generator = torch.Generator(device=self.device).manual_seed(t.seed)
+        # Every rank draws its own views, masks and puzzles (rank 0: the run's own seed).
+        own_seed = rank_seed(t.seed, self.dist.rank)
+        if self.dist.rank > 0:
+            seed_everything(own_seed)
+        self.view_generator = torch.Generator(device=self.device).manual_seed(own_seed)
         self.step = 0  # optimiser steps completed
 
-        with_knn = self.eval_sets is not None and t.knn_every > 0
+        with_knn = broadcast_object(self.eval_sets is not None and t.knn_every > 0)
         self.monitor = EpochMonitor(cfg, self.eval_sets, self.device) if self.eval_sets else None
         self.checkpoints = CheckpointPolicy(
-            self.run_dir, t, self.steps_per_epoch, self.last_step, with_knn
+            self.run_dir, t, self.steps_per_epoch, self.last_step, with_knn, self.dist.is_main
         )
-        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", self.checkpoints.kept)
+        metrics_path = self.run_dir / "metrics.jsonl" if self.dist.is_main else None
+        self.metrics = MetricsLog(metrics_path, self.checkpoints.kept)
         self.nonfinite = NonFinitePolicy(
             cfg,
             self.train_step.lr_schedule,
@@ -150,6 +183,7 @@ class Trainer:
         # Called after every step with the trainer (e.g. the time-to-accuracy benchmark's marks);
         # a hook may end the run early with stop_after_step().
         self.step_hooks: list[Callable[[Trainer], None]] = []
+        self._agreed_interrupt = False
 
     # -- what the step owns, by its usual names ----------------------------------------------------
     @property
@@ -197,6 +231,8 @@ class Trainer:
         """Everything that determines the rest of the run (see :mod:`selfsup.train.run_state`).
         Refuses NaN/inf parameters."""
         self.nonfinite.check_parameters(list(self.method.parameters()), self.step)
+        average_batchnorm_statistics(self.method)  # distributed: the checkpoint is every rank's
+        check_replicas_identical(self.method, skip=self.method.rank_local_state)
         running = {
             **self._geometry(),
             "in_channels": self.in_channels,
@@ -207,7 +243,10 @@ class Trainer:
             "last_knn": self._last_knn,
         }
         config = self.cfg.to_dict()
-        return run_state(self.step, self.train_step, self.view_generator, running, config)
+        ranks = None
+        if self.dist.active:
+            ranks = all_gather_objects(rank_state(self.method, self.view_generator))
+        return run_state(self.step, self.train_step, self.view_generator, running, config, ranks)
 
     def save(self, state: dict[str, Any] | None = None) -> None:
         """Write ``checkpoints/last.pt`` for the current step atomically (never a NaN/inf one)."""
@@ -217,6 +256,8 @@ class Trainer:
     def load(self, path: Path | None = None) -> None:
         """Restore a checkpoint written by :meth:`save`; training continues exactly from it."""
         path = Path(path or self.checkpoint_path)
+        # Distributed: rank 0 reads the file and hands it to the others (no shared disk needed).
+        state = run_on_main(lambda: load_checkpoint(path)) if self.dist.active else None
         self.step, info = restore_run_state(
             path,
             self.cfg.method,
@@ -224,6 +265,7 @@ class Trainer:
             self.view_generator,
             self._geometry(),
             self.cfg.to_dict(),
+            state,
         )
         self.nonfinite.reset()
         if "epoch_loss_sum" in info:
@@ -242,12 +284,13 @@ class Trainer:
         Ctrl-C finishes the step in flight, writes a checkpoint and raises ``KeyboardInterrupt``;
         a second Ctrl-C raises at once and keeps the previous checkpoint.
         """
+        main = self.dist.is_main  # rank 0 alone writes the run directory
         if not resume:
-            self.removed_outputs = claim_run_dir(self.run_dir, self.overwrite)
-        self.checkpoints.prepare_run_dir()
+            self.removed_outputs = run_on_main(lambda: claim_run_dir(self.run_dir, self.overwrite))
+        run_on_main(self.checkpoints.prepare_run_dir)
         if resume:
             self.load()  # before config.yaml is rewritten: a config that does not fit fails here
-            finished = finished_run_result(self)
+            finished = run_on_main(lambda: finished_run_result(self))
             if finished is not None:
                 return finished
             announce_resume(self)
@@ -257,7 +300,8 @@ class Trainer:
         def write_config(tmp: Path) -> None:
             tmp.write_text(config_text)
 
-        atomic_write(self.run_dir / "config.yaml", write_config)
+        if main:
+            atomic_write(self.run_dir / "config.yaml", write_config)
         self.checkpoints.start(self.step if resume else None)
         if resume:
             self.metrics.truncate(self.step)
@@ -271,13 +315,13 @@ class Trainer:
         start = time.perf_counter()
         with GracefulInterrupt() as interrupt:
             try:
-                while self.step < self.last_step and not interrupt.requested:
+                while self.step < self.last_step and not self._interrupted(interrupt):
                     epoch, start_in_epoch = divmod(self.step, self.steps_per_epoch)
                     self._train_epoch(epoch, start_in_epoch, interrupt)
             except KeyboardInterrupt:
                 say(f"stopped at once: {self.checkpoints.kept()}")
                 raise
-            if interrupt.requested and self.step < self.last_step:
+            if self._interrupted(interrupt) and self.step < self.last_step:
                 if self.checkpoints.due_on_interrupt(self.step):
                     self.save()
                 say(
@@ -290,7 +334,7 @@ class Trainer:
         network = self.method.resolve_network(self.cfg.eval.network)
         encoder = self.method.encoder_for(network)
         meta = build.encoder_meta(self.cfg, self.in_channels, encoder, network)
-        save_encoder(self.run_dir, encoder, meta)
+        run_on_main(lambda: save_encoder(self.run_dir, encoder, meta))
         wall = time.perf_counter() - start
         ran = self.step - first_step
         self.metrics.append(
@@ -343,7 +387,7 @@ class Trainer:
                 window_start, window_images = time.perf_counter(), 0
             if line_due:  # a host sync, only when a progress line is printed
                 self.progress.report(self.step, epoch, float(result.loss), result.lr)
-            if epoch_end or self.step >= self.last_step or interrupt.requested:
+            if epoch_end or self.step >= self.last_step or self._interrupted(interrupt, logged):
                 break
             if self.checkpoints.due(self.step):
                 self.save()
@@ -370,17 +414,33 @@ class Trainer:
         if self.nonfinite.skip:
             record["skipped_steps"] = self.skipped_steps
         warnings = self.method.diagnose(self._last_logs)
-        if self.monitor is not None and self.monitor.due(epoch + 1):
-            found = self.monitor(self._evaluated_encoder(), epoch + 1, self.train_step.probe)
-            record.update(found.record)
-            warnings += found.warnings
-            self._last_knn = found.record["knn_top1"]
+        found = run_on_main(lambda: self._epoch_measures(epoch))  # rank 0's, shared
+        if found is not None:
+            record.update(found[0])
+            warnings += found[1]
+            self._last_knn = found[0]["knn_top1"]
         for warning in warnings:
             say(f"warning (epoch {epoch + 1}): {warning}")
         if warnings:
             record["warnings"] = warnings
         self.metrics.append(record)
         return self.checkpoints.offer_best(self.step, epoch + 1, record, self.checkpoint_state)
+
+    def _epoch_measures(self, epoch: int) -> tuple[dict[str, Any], list[str]] | None:
+        """The monitor's record and warnings when it is due at this epoch's end, else None."""
+        if self.monitor is None or not self.monitor.due(epoch + 1):
+            return None
+        found = self.monitor(self._evaluated_encoder(), epoch + 1, self.train_step.probe)
+        return found.record, found.warnings
+
+    def _interrupted(self, interrupt: GracefulInterrupt, agree: bool = False) -> bool:
+        """A Ctrl-C was seen. Distributed, every rank must stop at the same step: the ranks agree
+        (one tiny all-reduce) at logged steps and keep that answer in between."""
+        if not self.dist.active:
+            return interrupt.requested
+        if agree:
+            self._agreed_interrupt = agree_any(interrupt.requested, self.device)
+        return self._agreed_interrupt
 
     def stop_after_step(self) -> None:
         """End the run at the current step (a step hook's budget ran out): the encoder and the

@@ -8,6 +8,7 @@ and the fix (exit code 2), never a traceback. Progress and warnings go to stderr
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -47,7 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         FileNotFoundError,
         ValueError,
     ) as err:
-        print(f"selfsup {args.command}: error: {err}", file=sys.stderr)
+        rank = os.environ.get("RANK", "0")  # under torchrun: which worker says it
+        where = "" if rank == "0" else f" (rank {rank})"
+        print(f"selfsup {args.command}{where}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -119,6 +119,11 @@ def _pretrain(args: argparse.Namespace, cfg: Config, run_dir: str | None) -> int
         )
     say(f"run directory: {trainer.run_dir}")
     result = trainer.fit(resume=bool(args.resume) or start.resume)
+    if ctx.active:  # leave together: a process group torn down under a peer aborts it
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
     if result.already_finished or not ctx.is_main:
         return 0
     knn = (

@@ -6,9 +6,9 @@ SyncBatchNorm so that the network sees the statistics of the whole global batch,
 process with the global batch would.
 
 ``torch.nn.SyncBatchNorm`` is PyTorch's implementation, but it only runs on GPUs (it refuses CPU
-tensors with gloo). :class:`SyncBatchNorm` subclasses it: on CUDA (and the other devices torch
-supports) it *is* torch's layer; on the CPU it computes the same statistics with two autograd
-all-reduces over the default process group:
+tensors, and DistributedDataParallel refuses it in a CPU module). :func:`convert_sync_batchnorm`
+therefore uses torch's layer on GPUs and :class:`CPUSyncBatchNorm` on the CPU, which computes
+the same statistics with two autograd all-reduces over the default process group (gloo):
 
 .. math::
 
@@ -34,10 +34,7 @@ from torch import Tensor, nn
 
 from selfsup.nn.distributed import world_size
 
-__all__ = ["SyncBatchNorm", "convert_sync_batchnorm"]
-
-# Devices torch's own SyncBatchNorm handles (the rest, the CPU above all, take the path here).
-_TORCH_SYNC_DEVICES = ("cuda", "hpu", "xpu", torch._C._get_privateuse1_backend_name())
+__all__ = ["CPUSyncBatchNorm", "convert_sync_batchnorm"]
 
 
 class _AllReduceSum(torch.autograd.Function):
@@ -56,27 +53,38 @@ class _AllReduceSum(torch.autograd.Function):
         return grad
 
 
-class SyncBatchNorm(nn.SyncBatchNorm):
-    """``torch.nn.SyncBatchNorm`` that also runs on the CPU (gloo); see the module docstring.
+class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """SyncBatchNorm for CPU tensors (gloo), any input ``[N, C, *]``; see the module docstring.
 
-    Same arguments as ``torch.nn.SyncBatchNorm`` (always the default process group on the CPU).
+    Same arguments as ``nn.BatchNorm2d``; always the default process group. A plain BatchNorm
+    when not distributed or in eval mode.
     """
 
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.ndim < 2:
+            raise ValueError(f"expected an input [N, C, *], got shape {tuple(input.shape)}")
+
     def forward(self, input: Tensor) -> Tensor:
-        synced = self.training and world_size() > 1
-        if not synced or input.device.type in _TORCH_SYNC_DEVICES:
+        if not (self.training and world_size() > 1):
             return super().forward(input)
+        if input.device.type != "cpu":
+            raise ValueError(
+                f"CPUSyncBatchNorm got a {input.device.type} tensor; build the layers with "
+                "convert_sync_batchnorm(module, device), which uses torch.nn.SyncBatchNorm there"
+            )
         self._check_input_dim(input)
         dims = [0, *range(2, input.ndim)]  # every axis but the channels
         shape = [1, -1] + [1] * (input.ndim - 2)  # [1, C, 1, ...] for broadcasting
-        x = input.float()
+        x = input if input.dtype == torch.float64 else input.float()  # half types: float32
         count = float(x.numel() // x.shape[1]) * world_size()  # same on every rank
         mean = _AllReduceSum.apply(x.sum(dim=dims)) / count  # [C]
         centred = x - mean.view(shape)
         var = _AllReduceSum.apply(centred.square().sum(dim=dims)) / count  # [C], biased
         y = centred * torch.rsqrt(var + self.eps).view(shape)
-        if self.affine:
-            y = y * self.weight.view(shape) + self.bias.view(shape)
+        if self.weight is not None:
+            y = y * self.weight.view(shape)
+        if self.bias is not None:  # (a projector's last BN may drop its bias: SimCLR v2)
+            y = y + self.bias.view(shape)
         if self.track_running_stats and self.running_mean is not None:
             self._update_running_stats(mean.detach(), var.detach(), count)
         return y.to(input.dtype)
@@ -92,26 +100,29 @@ class SyncBatchNorm(nn.SyncBatchNorm):
         self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
 
 
-def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm layer (1d/2d/3d) of ``module`` by a :class:`SyncBatchNorm`.
+def convert_sync_batchnorm(module: nn.Module, device: torch.device | str = "cpu") -> nn.Module:
+    """Replace every BatchNorm layer (1d/2d/3d) of ``module`` by a synchronised one for training
+    on ``device``: ``torch.nn.SyncBatchNorm`` on a GPU, :class:`CPUSyncBatchNorm` on the CPU.
 
-    As ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` (whose rules it follows: the new layers
-    take over the same parameter and buffer tensors, keep the training mode, and the possibly
-    new root is returned), but the layers also synchronise on the CPU. Split BatchNorm
-    (:class:`~selfsup.nn.SplitBatchNorm2d`) is left alone: its sub-batches are the point.
+    The rules of ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``: the new layers take over the
+    same parameter and buffer tensors, keep the training mode, and the (possibly new) root is
+    returned. Split BatchNorm (:class:`~selfsup.nn.SplitBatchNorm2d`) is left alone: its
+    sub-batches are the point.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8))
         >>> weight = net[1].weight
-        >>> net = convert_sync_batchnorm(net)
+        >>> net = convert_sync_batchnorm(net, "cpu")
         >>> type(net[1]).__name__, net[1].weight is weight
-        ('SyncBatchNorm', True)
+        ('CPUSyncBatchNorm', True)
     """
     from selfsup.nn.batchnorm import SplitBatchNorm2d
 
+    if torch.device(device).type != "cpu":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     bn_types = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
     if isinstance(module, bn_types) and not isinstance(module, SplitBatchNorm2d):
-        new = SyncBatchNorm(
+        new = CPUSyncBatchNorm(
             module.num_features,
             eps=module.eps,
             momentum=module.momentum,
@@ -123,7 +134,7 @@ def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
         new.train(module.training)
         return new
     for name, child in module.named_children():
-        new_child = convert_sync_batchnorm(child)
+        new_child = convert_sync_batchnorm(child, device)
         if new_child is not child:
             module.add_module(name, new_child)
     return module

@@ -125,7 +125,13 @@ def init_distributed(
                 "start one process per GPU (torchrun --nproc_per_node <number of GPUs>)"
             )
         torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    timeout = datetime.timedelta(seconds=timeout_s)
+    store, rank, world = next(dist.rendezvous("env://", timeout=timeout))
+    # Keys of this attempt only: after an elastic restart, torch 2.14's agent store still holds
+    # the gloo addresses the dead attempt published, and the new workers would dial those
+    # ("connectFullMesh failed ... Connection refused"); 3 restarts in 4 failed without this.
+    store = dist.PrefixStore(f"selfsup/attempt_{restart_count()}", store)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
     return current_context()
 
 

@@ -61,7 +61,13 @@ def elastic_start(cfg: Config, run_dir: str | None, overwrite: bool) -> ElasticS
     if not saved.is_file():
         return ElasticStart(False, overwrite, attempt)  # the first attempt wrote nothing yet
     before = yaml.safe_load(saved.read_text()) or {}
-    changes = [c for c in config_changes(before, cfg.to_dict()) if c[0] != "run_dir"]
+    # The run's config.yaml holds what the run resolved (normalisation from the data, "auto"
+    # choices); the command's own config leaves those open.
+    changes = [
+        (key, old, new)
+        for key, old, new in config_changes(before, cfg.to_dict())
+        if key != "run_dir" and new not in (None, "auto")
+    ]
     if changes:
         key, old, new = changes[0]
         raise ValueError(

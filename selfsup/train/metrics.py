@@ -43,6 +43,7 @@ def setup_record(trainer: Trainer) -> dict[str, Any]:
         "device": str(trainer.device),
         "autocast": precision_name(trainer.autocast_dtype),
         "global_batch_size": t.batch_size,
+        "processes": trainer.dist.world_size,  # torch.distributed world size (1: one process)
         "steps_per_epoch": trainer.steps_per_epoch,
         "total_steps": trainer.total_steps,
         "in_channels": trainer.in_channels,

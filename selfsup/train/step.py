@@ -343,9 +343,10 @@ def nonfinite_part(loss: Tensor, params: Sequence[Tensor]) -> NonFinitePart | No
 
 def mean_over_processes(loss: Tensor, logs: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
     """The loss and the method's logs averaged over the processes, in one all-reduce."""
-    values = torch.stack([loss.float(), *(v.detach().float() for v in logs.values())])
+    values = torch.stack([loss.double(), *(v.detach().double() for v in logs.values())])
     values = all_reduce_mean(values)
-    return values[0], dict(zip(logs, values[1:], strict=True))
+    means = {k: m.to(v.dtype) for (k, v), m in zip(logs.items(), values[1:], strict=True)}
+    return values[0].to(loss.dtype), means
 
 
 def _device_of(method: Method) -> torch.device:

@@ -145,7 +145,7 @@ class Trainer:
         seed_everything(t.seed)
         method = build.make_method(cfg, self.in_channels)
         if t.sync_batchnorm and self.dist.active:
-            convert_sync_batchnorm(method)
+            convert_sync_batchnorm(method, self.device)
         spe, classes = self.steps_per_epoch, self.train_set.num_classes  # classes: online probe
         self.train_step = TrainStep.from_config(cfg, method, spe, self.device, classes)
         # Data statistics (Colorization's colour prior), before any step; a resumed run then
@@ -372,8 +372,9 @@ class Trainer:
             self.step += 1
             for hook in self.step_hooks:
                 hook(self)
-            window_images += images.shape[0]
-            line_due = self.progress.after_step(self.step, images.shape[0])
+            global_images = images.shape[0] * self.dist.world_size  # every process's share
+            window_images += global_images
+            line_due = self.progress.after_step(self.step, global_images)
             epoch_end = self.step % self.steps_per_epoch == 0
             logged = self.step % t.log_every == 0 or self.step == self.last_step
             if logged or epoch_end:  # host syncs (stop mode): here and for a progress line

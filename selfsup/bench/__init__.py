@@ -27,27 +27,44 @@ set size (``resource.getrusage().ru_maxrss``) is reported: it includes the datas
 every earlier peak of the process, and it never decreases.
 
 Sub-modes: :func:`run_scaling` (step cost against batch size), :func:`run_knn_bench` (k-NN
-cost against bank size) and the ``compare_torchvision`` option of :func:`run_bench`
-(per-sample ``torchvision.transforms.v2`` views in a 2-worker DataLoader on the same images).
+cost against bank size), the ``compare_torchvision`` option of :func:`run_bench`
+(per-sample ``torchvision.transforms.v2`` views in a 2-worker DataLoader on the same images)
+and :func:`run_distributed_bench` (bytes each collective sends per step with 2 processes, and
+images/s under torchrun against one plain process).
 """
 
 from selfsup.bench.data import parse_shape, write_image_folder
+from selfsup.bench.distributed_bench import measure_comm, method_config, run_distributed_bench
+from selfsup.bench.distributed_throughput import global_images_per_s, measure_throughput
 from selfsup.bench.knn import run_knn_bench
 from selfsup.bench.machine import count_flops, machine_description, matmul_peak_gflops
-from selfsup.bench.report import format_knn, format_result, format_scaling
+from selfsup.bench.report import (
+    format_comm,
+    format_knn,
+    format_result,
+    format_scaling,
+    format_throughput,
+)
 from selfsup.bench.scaling import run_scaling
 from selfsup.bench.step_bench import run_bench
 from selfsup.bench.torchvision_ref import torchvision_view
 
 __all__ = [
     "count_flops",
+    "format_comm",
     "format_knn",
     "format_result",
     "format_scaling",
+    "format_throughput",
+    "global_images_per_s",
     "machine_description",
     "matmul_peak_gflops",
+    "measure_comm",
+    "measure_throughput",
+    "method_config",
     "parse_shape",
     "run_bench",
+    "run_distributed_bench",
     "run_knn_bench",
     "run_scaling",
     "torchvision_view",

@@ -7,7 +7,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["format_knn", "format_result", "format_scaling", "report"]
+__all__ = [
+    "format_comm",
+    "format_knn",
+    "format_result",
+    "format_scaling",
+    "format_throughput",
+    "report",
+]
 
 # Issue #6 targets, printed next to the measurements.
 TARGET_VIEWS_OVER_STEP = 5.0
@@ -122,4 +129,86 @@ def format_knn(rows: list[dict[str, Any]], header: str = "") -> str:
         )
     if rows:
         lines += ["", f"Memory: {rows[0]['memory_kind']}, growth during the call."]
+    return "\n".join(lines)
+
+
+def _mb(size: float) -> str:
+    """Bytes as MB (10^6 bytes), three significant digits."""
+    return f"{size / 1e6:.3g}"
+
+
+def format_comm(rows: list[dict[str, Any]], header: str = "") -> str:
+    """The markdown table of :func:`~selfsup.bench.measure_comm` rows (``error``: the method
+    failed), then each method's collectives by call site and the failures' tracebacks."""
+    lines = [
+        header,
+        "",
+        "| method | trainable params | gradient all-reduce MB/step (buckets) | "
+        "other collectives MB/step | other calls/step | other / gradient |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    details, failures = [], []
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['method']} | failed (below) | | | | |")
+            failures.append(f"**{r['method']}** failed:\n\n```\n{r['error'].strip()}\n```")
+            continue
+        ratio = r["other_bytes"] / r["grad_bytes"] if r["grad_bytes"] else float("nan")
+        lines.append(
+            f"| {r['method']} | {r['trainable_params']:,} | {_mb(r['grad_bytes'])} "
+            f"({r['grad_buckets']:g}) | {_mb(r['other_bytes'])} | {r['other_calls']:g} | "
+            f"{ratio:.2%} |"
+        )
+        sites = "; ".join(
+            f"{s['kind']} {s['calls']:g}x {_mb(s['bytes'])} MB ({s['site']})" for s in r["sites"]
+        )
+        ddp = (
+            f" **{r['ddp_python_calls']:g} from DDP's Python code**"
+            if r["ddp_python_calls"]
+            else ""
+        )
+        details.append(f"- {r['method']}: {sites or 'none'}{ddp}")
+    counted = next((r["counted_steps"] for r in rows if "error" not in r), 0)
+    lines += [
+        "",
+        f"Payload bytes per process per step, mean of steps 2..{counted + 1} (step 1 is warm-up, "
+        "not counted): what each process contributes to a collective (all-reduce: its tensor; "
+        "all-gather: its part). Over the wire a ring all-reduce sends and receives about "
+        "2(W-1)/W times its payload, an all-gather (W-1) times it.",
+        "",
+        "Other collectives by call site (per step):",
+        "",
+        *details,
+        *(["", *failures] if failures else []),
+    ]
+    return "\n".join(lines)
+
+
+def format_throughput(rows: list[dict[str, Any]], header: str = "") -> str:
+    """The markdown table of :func:`~selfsup.bench.measure_throughput` rows."""
+    lines = [
+        header,
+        "",
+        "| config (method) | launcher | processes | threads per process | global batch | "
+        "images/s | speed-up vs plain 1 process |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    failures = []
+    for r in rows:
+        head = (
+            f"| {r['config']} | {r['launcher']} | {r['processes']} | {r['threads']} | "
+            f"{r['global_batch']} |"
+        )
+        if "error" in r:
+            lines.append(f"{head} failed (below) | |")
+            failures.append(f"`{r['command']}` failed:\n\n```\n{r['error'].strip()}\n```")
+            continue
+        speedup = f"{r['speedup']:.2f}x" if "speedup" in r else ""
+        lines.append(f"{head} {r['img_per_s']:.0f} | {speedup} |")
+    lines += [
+        "",
+        "Global images/s (every process's images) from metrics.jsonl, after the first logged "
+        "window (warm-up).",
+    ]
+    lines += ["", *failures] if failures else []
     return "\n".join(lines)

@@ -14,6 +14,7 @@ from selfsup.cli.run_commands import (
 from selfsup.cli.tool_commands import (
     _int_list,
     _minutes_list,
+    _name_list,
     _seed_list,
     cmd_bench,
     cmd_report,
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  selfsup bench --as-files data.num_workers=2                # decoding image files\n"
         "  selfsup bench --scaling 64,128,256,512                     # cost vs batch size\n"
         "  selfsup bench --knn --bank 60000,1000000 --queries 10000   # k-NN cost vs bank size\n"
+        "  selfsup bench --distributed --methods simclr,moco --procs 1,2  # DDP bytes, speed-up\n"
         "key=value overrides go in one group, all before or all after the flags.",
     )
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. views.size=32")
@@ -231,6 +233,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--json file recorded (-c gives the data for the raw-pixel line)",
     )
     p.add_argument("--png", help="figure of k-NN vs minutes (default: beside --write, if given)")
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="instead: bytes each collective sends per training step of every --methods method "
+        "with 2 processes (gloo), then images/s of the config's `selfsup pretrain` for --steps "
+        "steps, plain and under torchrun with each --procs process count",
+    )
+    p.add_argument(
+        "--methods",
+        type=_name_list,
+        metavar="M1,M2,...",
+        help="--distributed: methods whose communication is measured, each with its paper's "
+        f"settings (default: all of {','.join(METHODS)})",
+    )
+    p.add_argument(
+        "--procs",
+        type=_int_list,
+        metavar="N1,N2,...",
+        help="--distributed: torchrun process counts to time (default 1,2)",
+    )
     p.add_argument(
         "--runs-dir",
         default="runs/time-to-accuracy",

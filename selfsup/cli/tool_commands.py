@@ -37,6 +37,16 @@ def _seed_list(text: str) -> list[int]:
     return _number_list(text, int, 0, "0,1")
 
 
+def _name_list(text: str) -> list[str]:
+    """Method names: ``simclr,moco`` -> ``["simclr", "moco"]``."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated names such as simclr,moco, got {text!r}"
+        )
+    return names
+
+
 def _minutes_list(text: str) -> list[float]:
     """Marks in minutes: numbers >= 0, e.g. ``0,1,2,5,10``."""
     return _number_list(text, float, 0, "0,1,2,5,10")
@@ -46,6 +56,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from selfsup import bench
 
     command = "selfsup bench " + " ".join(sys.argv[2:])
+    if args.distributed:
+        return _distributed(args, command)
+    if args.methods or args.procs:
+        raise SystemExit("selfsup bench: --methods and --procs go with --distributed")
     if args.knn:
         bench.run_knn_bench(
             args.bank,
@@ -97,6 +111,58 @@ def cmd_bench(args: argparse.Namespace) -> int:
         compare_torchvision=args.compare_torchvision,
         compile_step=args.compile,
         json_path=args.json,
+    )
+    return 0
+
+
+def _distributed(args: argparse.Namespace, command: str) -> int:
+    """``selfsup bench --distributed [--methods A,B] [--procs 1,2] [--steps S] [-c FILE]``."""
+    other_modes = [
+        flag
+        for flag, given in (
+            ("--knn", args.knn),
+            ("--scaling", args.scaling),
+            ("--time-to-accuracy", args.time_to_accuracy is not None),
+            ("--replot", args.replot),
+            ("--synthetic", args.synthetic),
+            ("--as-files", args.as_files),
+            ("--compare-torchvision", args.compare_torchvision),
+            ("--compile", args.compile),
+        )
+        if given
+    ]
+    if other_modes:
+        raise SystemExit(
+            f"selfsup bench: --distributed times the real training command and does not combine "
+            f"with {', '.join(other_modes)}; drop {'it' if len(other_modes) == 1 else 'them'}"
+        )
+    configs = args.config or []
+    if len(configs) > 1:
+        raise SystemExit("selfsup bench: --distributed takes one -c config")
+    if args.steps < 2:
+        raise SystemExit(
+            "selfsup bench: --distributed needs --steps >= 2 (the first logged window is warm-up)"
+        )
+    base = demo_config() if not configs else Config.from_yaml(configs[0])
+    overrides = list(args.overrides)
+    if args.method:
+        overrides.append(f"method={args.method}")
+    if args.backbone:
+        overrides.append(f"backbone.name={args.backbone}")
+    if args.batch_size:
+        overrides.append(f"train.batch_size={args.batch_size}")
+    from selfsup import bench
+
+    bench.run_distributed_bench(
+        base,
+        overrides,
+        methods=args.methods,
+        procs=args.procs or [1, 2],
+        steps=args.steps,
+        label=Path(configs[0]).stem if configs else "demo",
+        write=args.write,
+        json_path=args.json,
+        command=command,
     )
     return 0
 

@@ -56,18 +56,18 @@ def test_byol_has_no_cross_process_loss_terms() -> None:
     assert 0 < r["other_bytes"] < 0.01 * r["grad_bytes"]
 
 
-def test_global_images_per_s_skips_the_warm_up_window_and_counts_every_process() -> None:
+def test_global_images_per_s_skips_the_warm_up_window_and_weights_windows_by_time() -> None:
     records = [
         {"kind": "setup"},
         {"kind": "train", "step": 2, "img_per_s": 1.0},  # warm-up, ignored
         {"kind": "train", "step": 4, "img_per_s": 100.0},  # 2 steps
         {"kind": "train", "step": 5, "img_per_s": 50.0},  # 1 step, at half the rate
     ]
-    # Rank 0 trained 3 batches in 2/100 + 1/50 batch-seconds: 75 of its images/s, 2 ranks.
-    rate, windows = bench.global_images_per_s(records, processes=2)
-    assert rate == pytest.approx(150.0) and windows == 2
+    # 3 global batches in 2/100 + 1/50 batch-seconds: 75 images/s (the trainer logs global).
+    rate, windows = bench.global_images_per_s(records)
+    assert rate == pytest.approx(75.0) and windows == 2
     with pytest.raises(ValueError, match="need >= 2"):
-        bench.global_images_per_s(records[:2], processes=1)
+        bench.global_images_per_s(records[:2])
 
 
 def test_a_failed_method_is_reported_with_its_traceback() -> None:

@@ -2,9 +2,8 @@
 plain process and under ``torchrun --nproc_per_node N``, each process given ``cores // N``
 threads, images/s read from the run's ``metrics.jsonl``.
 
-The trainer logs rank 0's throughput: its window counts rank 0's images (``images.shape[0]``,
-the per-process slice of the global batch), so a run of N processes trains N times the logged
-images/s; :func:`global_images_per_s` reports the global rate.
+The trainer logs the global throughput (every process's share of each global batch, counted
+on rank 0), so the logged images/s of 1 and N processes compare directly.
 """
 
 from __future__ import annotations
@@ -37,11 +36,11 @@ def pretrain_command(processes: int | None) -> list[str]:
     return [*launcher, "--standalone", f"--nproc_per_node={processes}", "-m", "selfsup", "pretrain"]
 
 
-def global_images_per_s(records: Sequence[dict[str, Any]], processes: int) -> tuple[float, int]:
+def global_images_per_s(records: Sequence[dict[str, Any]]) -> tuple[float, int]:
     """Global images/s over the ``train`` records of ``metrics.jsonl`` after the first (warm-up)
-    window, and how many windows that is. Each record's ``img_per_s`` is rank 0's images over
-    its window's time; windows may differ in length, so the rate is total images over total
-    time (each window's time is its steps over its rate), times the process count."""
+    window, and how many windows that is. Each record's ``img_per_s`` is the global batch's
+    images over its window's time; windows may differ in length, so the rate is total images
+    over total time (each window's time is its steps over its rate)."""
     train = [r for r in records if r.get("kind") == "train"]
     if len(train) < 2:
         raise ValueError(
@@ -53,7 +52,7 @@ def global_images_per_s(records: Sequence[dict[str, Any]], processes: int) -> tu
         n = record["step"] - before["step"]
         steps += n
         seconds += n / record["img_per_s"]  # the window's time in units of one batch
-    return processes * steps / seconds, len(train) - 1
+    return steps / seconds, len(train) - 1
 
 
 def _run(
@@ -87,7 +86,7 @@ def _run(
         return {**row, "error": f"exit code {done.returncode}:\n{tail}"}
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines if line.strip()]
-    row["img_per_s"], row["windows"] = global_images_per_s(records, processes or 1)
+    row["img_per_s"], row["windows"] = global_images_per_s(records)
     return row
 
 

@@ -104,7 +104,10 @@ class MoCoConfig(Section):
     )
     proj_out_dim: Int = Field(128, ge=1, description="output dimension of the head")
     split_bn: Int = Field(
-        8, ge=0, description="BatchNorm splits on one process (shuffle-BN substitute); 0 = plain BN"
+        8,
+        ge=0,
+        description="BatchNorm groups per process (MoCo's per-GPU BN: 8 on one process, 8/W on "
+        "W); 0 = plain BN",
     )
 
     def check(self, cfg: Config) -> None:

@@ -66,7 +66,7 @@ from selfsup.methods._checks import (
 from selfsup.methods.base import Method, Progress, StepOutput, embedding_std
 from selfsup.methods.registry import MultiCrop, register_method
 from selfsup.nn.batchnorm import convert_to_split_batchnorm
-from selfsup.nn.distributed import gather_no_grad, is_distributed, shuffle_batch, unshuffle_batch
+from selfsup.nn.distributed import gather_no_grad, shuffle_batch, unshuffle_batch
 from selfsup.nn.ema import EMATarget
 from selfsup.nn.heads import mlp
 from selfsup.nn.losses import infonce_queue_loss
@@ -116,10 +116,11 @@ class MoCo(Method):
         queue_size: number of negative keys :math:`K` (65536 on ImageNet); at least the global
             batch size.
         momentum: key encoder momentum :math:`m \in [0, 1]` (0.999).
-        split_bn: on one process, normalise BatchNorm2d over this many sub-batches in the query
-            and key encoders (8, the official number of GPUs); 0 or 1 for plain BatchNorm.
-            The per-step batch must be a multiple of it. Ignored when distributed (shuffle-BN
-            across processes does the job).
+        split_bn: normalise BatchNorm2d over this many sub-batches of each process's batch, in
+            the query and key encoders (one process: 8, the official number of GPUs; W
+            processes: 8 / W gives the official 8 BatchNorm groups); 0 or 1 for plain
+            BatchNorm. The per-process batch must be a multiple of it. The key batch is
+            shuffled across every process first (shuffle-BN).
         proj_out_dim: the projector's output dimension (the queue's key dimension).
 
     Logs ``embedding_std`` of the query projections (~``1/sqrt(D)`` when healthy, 0 when
@@ -171,8 +172,8 @@ class MoCo(Method):
         self.projector = projector
         self.temperature = float(temperature)
         self.momentum = float(momentum)
-        # Split-BN is the single-process substitute for shuffle-BN across GPUs.
-        self.split_bn = split_bn if split_bn > 1 and not is_distributed() else 0
+        # Split-BN: each process's batch as several BatchNorm groups, as on that many GPUs.
+        self.split_bn = split_bn if split_bn > 1 else 0
         if self.split_bn:
             self.backbone = convert_to_split_batchnorm(self.backbone, self.split_bn)
             self.projector = convert_to_split_batchnorm(self.projector, self.split_bn)

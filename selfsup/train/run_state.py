@@ -18,16 +18,25 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from selfsup import build
 from selfsup.methods.upgrade import CHECKPOINT_FORMAT, upgrade_method_state
 from selfsup.progress import say
 from selfsup.train.checkpoint import (
     CheckpointError,
     load_checkpoint,
     rng_state,
+    save_encoder,
     seed_everything,
     set_rng_state,
 )
-from selfsup.train.distributed import current_context, rank_seed
+from selfsup.train.distributed import (
+    all_gather_objects,
+    average_batchnorm_statistics,
+    check_replicas_identical,
+    current_context,
+    rank_seed,
+    run_on_main,
+)
 from selfsup.train.run_dir import run_status
 from selfsup.train.step import TrainStep
 
@@ -38,10 +47,13 @@ if TYPE_CHECKING:
 __all__ = [
     "TrainResult",
     "announce_resume",
+    "finish_run",
     "finished_run_result",
+    "load_trainer_state",
     "rank_state",
     "restore_run_state",
     "run_state",
+    "trainer_state",
 ]
 
 
@@ -59,6 +71,54 @@ class TrainResult:
 
 
 FIRST_FORMAT = "selfsup-checkpoint/1"  # what a checkpoint without a "format" entry is
+
+
+def trainer_state(trainer: Trainer) -> dict[str, Any]:
+    """The checkpoint of a :class:`~selfsup.train.trainer.Trainer` at its current step: the
+    step's state, the trainer's running values and, distributed, every rank's
+    :func:`rank_state` (BatchNorm statistics averaged and the replicas checked first)."""
+    trainer.nonfinite.check_parameters(list(trainer.method.parameters()), trainer.step)
+    average_batchnorm_statistics(trainer.method)  # distributed: the checkpoint is every rank's
+    check_replicas_identical(trainer.method, skip=trainer.method.rank_local_state)
+    running = {
+        **trainer.geometry(),
+        "in_channels": trainer.in_channels,
+        "epoch_loss_sum": trainer._epoch_loss_sum.detach().cpu().clone(),
+        "epoch_loss_steps": trainer._epoch_loss_steps,
+        "skipped_steps": trainer.skipped_steps,
+        "last_loss": trainer._last_loss,
+        "last_knn": trainer._last_knn,
+    }
+    ranks = None
+    if trainer.dist.active:
+        ranks = all_gather_objects(rank_state(trainer.method, trainer.view_generator))
+    config = trainer.cfg.to_dict()
+    return run_state(
+        trainer.step, trainer.train_step, trainer.view_generator, running, config, ranks
+    )
+
+
+def load_trainer_state(trainer: Trainer, path: Path) -> None:
+    """Put a trainer back at the checkpoint ``path`` (see :func:`restore_run_state`)."""
+    # Distributed: rank 0 reads the file and hands it to the others (no shared disk needed).
+    state = run_on_main(lambda: load_checkpoint(path)) if trainer.dist.active else None
+    trainer.step, info = restore_run_state(
+        path,
+        trainer.cfg.method,
+        trainer.train_step,
+        trainer.view_generator,
+        trainer.geometry(),
+        trainer.cfg.to_dict(),
+        state,
+    )
+    trainer.nonfinite.reset()
+    if "epoch_loss_sum" in info:
+        trainer._epoch_loss_sum = info["epoch_loss_sum"].to(trainer.device, torch.float32)
+        trainer._epoch_loss_steps = int(info["epoch_loss_steps"])
+        trainer.nonfinite.skipped_steps = int(info["skipped_steps"])
+        trainer._last_loss = float(info["last_loss"])
+        trainer._last_knn = None if info["last_knn"] is None else float(info["last_knn"])
+    trainer.checkpoints.saved_step = trainer.step
 
 
 def run_state(
@@ -232,6 +292,28 @@ def announce_resume(trainer: Trainer) -> None:
         f"resumed {trainer.run_dir} from {trainer.checkpoint_path.name} at step {trainer.step} "
         f"(epoch {epoch + 1}, step {in_epoch} of {trainer.steps_per_epoch} in it); training "
         f"{todo} more step{'s' if todo != 1 else ''} to step {trainer.last_step}"
+    )
+
+
+def finish_run(trainer: Trainer, wall_time_s: float, ran_steps: int) -> TrainResult:
+    """The end of a run: the encoder the method's protocol evaluates (DINO: the teacher, or
+    ``eval.network``'s) written by rank 0, the ``end`` record, the result."""
+    network = trainer.method.resolve_network(trainer.cfg.eval.network)
+    encoder = trainer.method.encoder_for(network)
+    meta = build.encoder_meta(trainer.cfg, trainer.in_channels, encoder, network)
+    run_on_main(lambda: save_encoder(trainer.run_dir, encoder, meta))
+    trainer.metrics.append(
+        {"kind": "end", "step": trainer.step, "wall_time_s": wall_time_s, "ran_steps": ran_steps}
+    )
+    return TrainResult(
+        trainer.run_dir,
+        trainer.step,
+        trainer.step // trainer.steps_per_epoch,
+        trainer._last_loss,
+        trainer._last_knn,
+        wall_time_s,
+        trainer.skipped_steps,
+        ran_steps=ran_steps,
     )
 
 

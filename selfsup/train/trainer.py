@@ -37,19 +37,14 @@ from selfsup.progress import say
 from selfsup.train.checkpoint import (
     CheckpointError,
     atomic_write,
-    load_checkpoint,
-    save_encoder,
     seed_everything,
 )
 from selfsup.train.checkpoint_policy import CheckpointPolicy
 from selfsup.train.device import autocast, cpu_has_fast_bf16, resolve_device, resolve_precision
 from selfsup.train.distributed import (
     agree_any,
-    all_gather_objects,
-    average_batchnorm_statistics,
     broadcast_object,
     check_distributed_config,
-    check_replicas_identical,
     current_context,
     process_device,
     rank_seed,
@@ -64,10 +59,10 @@ from selfsup.train.run_dir import claim_run_dir, default_run_dir
 from selfsup.train.run_state import (
     TrainResult,
     announce_resume,
+    finish_run,
     finished_run_result,
-    rank_state,
-    restore_run_state,
-    run_state,
+    load_trainer_state,
+    trainer_state,
 )
 from selfsup.train.step import StepResult, TrainStep
 
@@ -219,7 +214,7 @@ class Trainer:
         return self.checkpoints.path
 
     # -- checkpoints ----------------------------------------------------------------------------
-    def _geometry(self) -> dict[str, int]:
+    def geometry(self) -> dict[str, int]:
         """What maps a step to a position in the data: resuming needs the same values."""
         return {
             "dataset_size": len(self.train_set),
@@ -230,23 +225,7 @@ class Trainer:
     def checkpoint_state(self) -> dict[str, Any]:
         """Everything that determines the rest of the run (see :mod:`selfsup.train.run_state`).
         Refuses NaN/inf parameters."""
-        self.nonfinite.check_parameters(list(self.method.parameters()), self.step)
-        average_batchnorm_statistics(self.method)  # distributed: the checkpoint is every rank's
-        check_replicas_identical(self.method, skip=self.method.rank_local_state)
-        running = {
-            **self._geometry(),
-            "in_channels": self.in_channels,
-            "epoch_loss_sum": self._epoch_loss_sum.detach().cpu().clone(),
-            "epoch_loss_steps": self._epoch_loss_steps,
-            "skipped_steps": self.skipped_steps,
-            "last_loss": self._last_loss,
-            "last_knn": self._last_knn,
-        }
-        config = self.cfg.to_dict()
-        ranks = None
-        if self.dist.active:
-            ranks = all_gather_objects(rank_state(self.method, self.view_generator))
-        return run_state(self.step, self.train_step, self.view_generator, running, config, ranks)
+        return trainer_state(self)
 
     def save(self, state: dict[str, Any] | None = None) -> None:
         """Write ``checkpoints/last.pt`` for the current step atomically (never a NaN/inf one)."""
@@ -255,26 +234,7 @@ class Trainer:
 
     def load(self, path: Path | None = None) -> None:
         """Restore a checkpoint written by :meth:`save`; training continues exactly from it."""
-        path = Path(path or self.checkpoint_path)
-        # Distributed: rank 0 reads the file and hands it to the others (no shared disk needed).
-        state = run_on_main(lambda: load_checkpoint(path)) if self.dist.active else None
-        self.step, info = restore_run_state(
-            path,
-            self.cfg.method,
-            self.train_step,
-            self.view_generator,
-            self._geometry(),
-            self.cfg.to_dict(),
-            state,
-        )
-        self.nonfinite.reset()
-        if "epoch_loss_sum" in info:
-            self._epoch_loss_sum = info["epoch_loss_sum"].to(self.device, torch.float32)
-            self._epoch_loss_steps = int(info["epoch_loss_steps"])
-            self.nonfinite.skipped_steps = int(info["skipped_steps"])
-            self._last_loss = float(info["last_loss"])
-            self._last_knn = None if info["last_knn"] is None else float(info["last_knn"])
-        self.checkpoints.saved_step = self.step
+        load_trainer_state(self, Path(path or self.checkpoint_path))
 
     # -- the loop ---------------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainResult:
@@ -330,27 +290,7 @@ class Trainer:
                 )
                 raise KeyboardInterrupt
         self.nonfinite.raise_if_nonfinite()
-        # The network the method's protocol evaluates (DINO: the teacher), or eval.network's.
-        network = self.method.resolve_network(self.cfg.eval.network)
-        encoder = self.method.encoder_for(network)
-        meta = build.encoder_meta(self.cfg, self.in_channels, encoder, network)
-        run_on_main(lambda: save_encoder(self.run_dir, encoder, meta))
-        wall = time.perf_counter() - start
-        ran = self.step - first_step
-        self.metrics.append(
-            {"kind": "end", "step": self.step, "wall_time_s": wall, "ran_steps": ran}
-        )
-        epochs = self.step // self.steps_per_epoch
-        return TrainResult(
-            self.run_dir,
-            self.step,
-            epochs,
-            self._last_loss,
-            self._last_knn,
-            wall,
-            self.skipped_steps,
-            ran_steps=ran,
-        )
+        return finish_run(self, time.perf_counter() - start, self.step - first_step)
 
     def _train_epoch(self, epoch: int, start_in_epoch: int, interrupt: GracefulInterrupt) -> None:
         """Steps from ``start_in_epoch`` to the end of the epoch, ``last_step`` or a Ctrl-C, then

@@ -238,13 +238,6 @@ def test_moco_split_batchnorm_normalises_sub_batches_independently():
         assert not torch.allclose(out, plain(x), atol=1e-3)
 
 
-def test_moco_split_batchnorm_is_off_when_distributed(monkeypatch):
-    monkeypatch.setattr(moco_module, "is_distributed", lambda: True)
-    method = _moco(split_bn=8)
-    assert method.split_bn == 0
-    assert not any(isinstance(m, SplitBatchNorm2d) for m in method.modules())
-
-
 def test_moco_under_bf16_autocast_enqueues_float32_unit_keys():
     method = _moco(queue_size=8)
     views = _views(method)

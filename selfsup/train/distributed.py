@@ -136,8 +136,9 @@ def init_distributed(
 
 
 def process_device(device: str, ctx: DistributedContext) -> str:
-    """The device name this rank trains on: ``cuda:LOCAL_RANK`` for a distributed GPU run."""
-    if ctx.active and ctx.backend == "nccl" and device in ("auto", "cuda"):
+    """The device name this rank trains on: ``cuda:LOCAL_RANK`` for a distributed GPU run
+    (one process per GPU, whatever the backend); the named device otherwise."""
+    if ctx.active and device in ("auto", "cuda") and torch.cuda.is_available():
         return f"cuda:{ctx.local_rank}"
     return device
 

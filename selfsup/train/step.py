@@ -343,7 +343,8 @@ def nonfinite_part(loss: Tensor, params: Sequence[Tensor]) -> NonFinitePart | No
 
 def mean_over_processes(loss: Tensor, logs: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
     """The loss and the method's logs averaged over the processes, in one all-reduce."""
-    values = torch.stack([loss.double(), *(v.detach().double() for v in logs.values())])
+    wide = torch.float64 if loss.dtype == torch.float64 else torch.float32  # (MPS: no float64)
+    values = torch.stack([loss.to(wide), *(v.detach().to(wide) for v in logs.values())])
     values = all_reduce_mean(values)
     means = {k: m.to(v.dtype) for (k, v), m in zip(logs.items(), values[1:], strict=True)}
     return values[0].to(loss.dtype), means

@@ -33,12 +33,8 @@ from selfsup.config import Config
 from selfsup.data import EpochLoader, ImageDataset
 from selfsup.methods import Method
 from selfsup.nn.sync_batchnorm import convert_sync_batchnorm
-from selfsup.progress import say
-from selfsup.train.checkpoint import (
-    CheckpointError,
-    atomic_write,
-    seed_everything,
-)
+from selfsup.progress import say, set_quiet
+from selfsup.train.checkpoint import CheckpointError, atomic_write, seed_everything
 from selfsup.train.checkpoint_policy import CheckpointPolicy
 from selfsup.train.device import autocast, cpu_has_fast_bf16, resolve_device, resolve_precision
 from selfsup.train.distributed import (
@@ -105,6 +101,8 @@ class Trainer:
         self.overwrite = overwrite
         # torch.distributed: this process's rank (rank 0 of 1 without a process group).
         self.dist = current_context()
+        if not self.dist.is_main:
+            set_quiet()  # one voice: rank 0 prints progress
         check_distributed_config(cfg, self.dist.world_size)
         run_dir = run_dir or cfg.run_dir or default_run_dir(cfg.method, cfg.data.dataset)
         self.run_dir = Path(broadcast_object(str(run_dir)))  # rank 0's choice

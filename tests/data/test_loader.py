@@ -175,6 +175,15 @@ def test_dataloader_path_matches_in_memory_path(png_files: list[Path], num_worke
             assert torch.equal(x, wx) and torch.equal(y, wy)
 
 
+def test_image_files_are_sharded_across_ranks_like_in_memory_data(png_files: list[Path]) -> None:
+    files, memory = file_and_memory(png_files)
+    for rank in range(2):
+        a = EpochLoader(files, 6, seed=5, rank=rank, world_size=2, num_workers=1)
+        b = EpochLoader(memory, 6, seed=5, rank=rank, world_size=2)
+        got = [indices_of(x) for x, _ in a.iterate(1)]
+        assert got == [indices_of(x) for x, _ in b.iterate(1)] and all(len(g) == 3 for g in got)
+
+
 def test_persistent_workers_follow_each_epoch(png_files: list[Path]) -> None:
     files, memory = file_and_memory(png_files)
     a = EpochLoader(files, 4, seed=2, num_workers=1, persistent_workers=True)

@@ -154,3 +154,15 @@ def test_max_restarts_without_a_named_run_directory_is_refused(tmp_path: Path) -
     done = launch(RUN, restarts=1, cwd=tmp_path)
     assert done.returncode != 0
     assert "needs the run directory named (--run-dir PATH" in done.stderr
+
+
+def test_a_two_process_checkpoint_resumes_on_one_process_and_says_the_views_differ(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "two"
+    first = torchrun(run_dir, "train.max_steps=3", "train.knn_every=0")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert main(["pretrain", "--resume", str(run_dir), "train.max_steps=5"]) == 0
+    err = capsys.readouterr().err
+    assert "written by 2 process(es), this run has 1" in err and "at step 3" in err
+    assert records(run_dir)[-1]["kind"] == "end" and records(run_dir)[-1]["step"] == 5

@@ -398,6 +398,8 @@ NON_DEFAULT = {
     "train.progress_every_s": 5.0,
     "train.tensorboard": True,
     "train.keep_best": 0,
+    "train.sync_batchnorm": True,
+    "train.dist_backend": "gloo",
     "train.on_nonfinite": "skip",
     "eval.knn_k": 10,
     "eval.knn_temperature": 0.1,

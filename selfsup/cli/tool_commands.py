@@ -78,14 +78,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return _time_to_accuracy(args, configs, command)
     if len(configs) > 1:
         raise SystemExit("selfsup bench: several -c configs only with --time-to-accuracy")
-    base = demo_config() if not configs else Config.from_yaml(configs[0])
-    overrides = list(args.overrides)
-    if args.method:
-        overrides.append(f"method={args.method}")
-    if args.backbone:
-        overrides.append(f"backbone.name={args.backbone}")
-    if args.batch_size:
-        overrides.append(f"train.batch_size={args.batch_size}")
+    base, overrides = _bench_base(args, configs)
     cfg = build_config(None, overrides, base=base)
     synthetic = bench.parse_shape(args.synthetic) if args.synthetic else None
     if args.scaling:
@@ -143,14 +136,7 @@ def _distributed(args: argparse.Namespace, command: str) -> int:
         raise SystemExit(
             "selfsup bench: --distributed needs --steps >= 2 (the first logged window is warm-up)"
         )
-    base = demo_config() if not configs else Config.from_yaml(configs[0])
-    overrides = list(args.overrides)
-    if args.method:
-        overrides.append(f"method={args.method}")
-    if args.backbone:
-        overrides.append(f"backbone.name={args.backbone}")
-    if args.batch_size:
-        overrides.append(f"train.batch_size={args.batch_size}")
+    base, overrides = _bench_base(args, configs)
     from selfsup import bench
 
     bench.run_distributed_bench(
@@ -165,6 +151,20 @@ def _distributed(args: argparse.Namespace, command: str) -> int:
         command=command,
     )
     return 0
+
+
+def _bench_base(args: argparse.Namespace, configs: list[str]) -> tuple[Config, list[str]]:
+    """The config a bench mode starts from (the -c file, else the demo) and the overrides of
+    the command line (--method, --backbone and --batch-size as key=value)."""
+    base = demo_config() if not configs else Config.from_yaml(configs[0])
+    overrides = list(args.overrides)
+    if args.method:
+        overrides.append(f"method={args.method}")
+    if args.backbone:
+        overrides.append(f"backbone.name={args.backbone}")
+    if args.batch_size:
+        overrides.append(f"train.batch_size={args.batch_size}")
+    return base, overrides
 
 
 def _time_to_accuracy(args: argparse.Namespace, configs: list[str], command: str) -> int:

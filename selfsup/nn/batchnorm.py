@@ -10,12 +10,13 @@ batch before the key encoder.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["SplitBatchNorm2d", "convert_to_split_batchnorm"]
+__all__ = ["SplitBatchNorm2d", "convert_to_split_batchnorm", "replace_norm_layers"]
 
 
 def _check_splits(num_splits: int) -> None:
@@ -138,22 +139,40 @@ def convert_to_split_batchnorm(module: nn.Module, num_splits: int) -> nn.Module:
         ('SplitBatchNorm2d', True)
     """
     _check_splits(num_splits)
-    if type(module) is nn.BatchNorm2d:
-        new = SplitBatchNorm2d(
-            module.num_features,
+
+    def split(layer: nn.Module) -> nn.Module | None:
+        if type(layer) is not nn.BatchNorm2d:
+            return None
+        return SplitBatchNorm2d(
+            layer.num_features,
             num_splits,
-            eps=module.eps,
-            momentum=module.momentum,
-            affine=module.affine,
-            track_running_stats=module.track_running_stats,
+            eps=layer.eps,
+            momentum=layer.momentum,
+            affine=layer.affine,
+            track_running_stats=layer.track_running_stats,
         )
-        # Share, not copy: registered directly so the same tensors stay in use.
+
+    return replace_norm_layers(module, split)
+
+
+def replace_norm_layers(
+    module: nn.Module, convert: Callable[[nn.Module], nn.Module | None]
+) -> nn.Module:
+    """Replace each layer for which ``convert(layer)`` returns a new one, recursively.
+
+    The new layer takes over the old one's parameter and buffer tensors (the same objects: an
+    optimiser or EMA built before still holds them) and its training mode. Children are replaced
+    in place; the (possibly new) root is returned, as ``nn.SyncBatchNorm.convert_sync_batchnorm``
+    does. The one walk behind split BatchNorm and the CPU SyncBatchNorm.
+    """
+    new = convert(module)
+    if new is not None:
         new._parameters.update(module._parameters)
         new._buffers.update(module._buffers)
         new.train(module.training)
         return new
     for name, child in module.named_children():
-        new_child = convert_to_split_batchnorm(child, num_splits)
+        new_child = replace_norm_layers(child, convert)
         if new_child is not child:
             module.add_module(name, new_child)
     return module

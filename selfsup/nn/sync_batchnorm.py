@@ -116,25 +116,21 @@ def convert_sync_batchnorm(module: nn.Module, device: torch.device | str = "cpu"
         >>> type(net[1]).__name__, net[1].weight is weight
         ('CPUSyncBatchNorm', True)
     """
-    from selfsup.nn.batchnorm import SplitBatchNorm2d
+    from selfsup.nn.batchnorm import SplitBatchNorm2d, replace_norm_layers
 
     if torch.device(device).type != "cpu":
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     bn_types = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-    if isinstance(module, bn_types) and not isinstance(module, SplitBatchNorm2d):
-        new = CPUSyncBatchNorm(
-            module.num_features,
-            eps=module.eps,
-            momentum=module.momentum,
-            affine=module.affine,
-            track_running_stats=module.track_running_stats,
+
+    def synced(layer: nn.Module) -> nn.Module | None:
+        if not isinstance(layer, bn_types) or isinstance(layer, SplitBatchNorm2d):
+            return None
+        return CPUSyncBatchNorm(
+            layer.num_features,
+            eps=layer.eps,
+            momentum=layer.momentum,
+            affine=layer.affine,
+            track_running_stats=layer.track_running_stats,
         )
-        new._parameters.update(module._parameters)
-        new._buffers.update(module._buffers)
-        new.train(module.training)
-        return new
-    for name, child in module.named_children():
-        new_child = convert_sync_batchnorm(child, device)
-        if new_child is not child:
-            module.add_module(name, new_child)
-    return module
+
+    return replace_norm_layers(module, synced)

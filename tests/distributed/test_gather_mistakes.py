@@ -11,16 +11,15 @@ mistakes; only ours matches one process holding the whole batch.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 import selfsup.nn.losses.contrastive as contrastive
 from selfsup.nn import NTXentLoss, gather_with_grad
+from tests.distributed.gloo import on_gloo
 
 WORLD = 2
 ROWS = 4  # per process
@@ -67,35 +66,25 @@ def _inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     )
 
 
-def _worker(rank: int, init_file: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
-    try:
-        x_a, x_b, weight = _inputs()
-        rows = slice(rank * ROWS, (rank + 1) * ROWS)
-        grads = {}
-        for name, gather in GATHERS.items():
-            contrastive.gather_with_grad = gather  # the loss module's reference
-            projection = weight.clone().requires_grad_()  # a parameter every process shares
-            loss = NTXentLoss(0.5, gather_distributed=True)
-            loss(x_a[rows] @ projection, x_b[rows] @ projection).backward()
-            grad = projection.grad
-            assert grad is not None
-            dist.all_reduce(grad)  # DistributedDataParallel's rule: the processes' average
-            grads[name] = grad / WORLD
-        torch.save(grads, Path(out_dir) / f"{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _gradients(rank: int) -> dict[str, torch.Tensor]:
+    x_a, x_b, weight = _inputs()
+    rows = slice(rank * ROWS, (rank + 1) * ROWS)
+    grads = {}
+    for name, gather in GATHERS.items():
+        contrastive.gather_with_grad = gather  # the loss module's reference
+        projection = weight.clone().requires_grad_()  # a parameter every process shares
+        loss = NTXentLoss(0.5, gather_distributed=True)
+        loss(x_a[rows] @ projection, x_b[rows] @ projection).backward()
+        grad = projection.grad
+        assert grad is not None
+        dist.all_reduce(grad)  # DistributedDataParallel's rule: the processes' average
+        grads[name] = grad / WORLD
+    return grads
 
 
 @pytest.fixture(scope="module")
 def gathered(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    tmp = tmp_path_factory.mktemp("gather-mistakes")
-    start = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    mp.start_processes(
-        _worker, args=(str(tmp / "init"), str(tmp)), nprocs=WORLD, join=True, start_method=start
-    )
-    return [torch.load(tmp / f"{r}.pt") for r in range(WORLD)]
+    return on_gloo(_gradients, tmp_path_factory.mktemp("gather-mistakes"), WORLD)
 
 
 def _matches_one_process(grads: list[torch.Tensor]) -> bool:

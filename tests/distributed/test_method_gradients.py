@@ -20,19 +20,17 @@ drawn once for the global batch and each process takes its rows.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from selfsup import build
 from selfsup.methods.jigsaw import Puzzles
 from selfsup.nn.sync_batchnorm import convert_sync_batchnorm
 from selfsup.train.step import TrainStep
 from tests.conftest import METHOD_OVERRIDES, tiny_config
+from tests.distributed.gloo import on_gloo
 
 WORLD = 2
 GLOBAL_BATCH = 16
@@ -86,24 +84,13 @@ def run_steps(name: str, rank: int, world: int) -> dict[str, Any]:
     return out
 
 
-def _worker(rank: int, init_file: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
-    try:
-        for name in METHODS:
-            torch.save(run_steps(name, rank, WORLD), Path(out_dir) / f"{name}-{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _every_method(rank: int) -> dict[str, dict[str, Any]]:
+    return {name: run_steps(name, rank, WORLD) for name in METHODS}
 
 
 @pytest.fixture(scope="module")
-def two_processes(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("methods-gloo")
-    start = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    mp.start_processes(
-        _worker, args=(str(tmp / "init"), str(tmp)), nprocs=WORLD, join=True, start_method=start
-    )
-    return tmp
+def two_processes(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, dict[str, Any]]]:
+    return on_gloo(_every_method, tmp_path_factory.mktemp("methods-gloo"), WORLD)
 
 
 def _close(actual: torch.Tensor, expected: torch.Tensor, what: str, tol: float = 1e-6) -> None:
@@ -121,8 +108,10 @@ PER_PROCESS = {"swav": ("queue.",)}
 
 
 @pytest.mark.parametrize("name", METHODS)
-def test_two_processes_equal_one_with_the_global_batch(name: str, two_processes: Path) -> None:
-    ranks = [torch.load(two_processes / f"{name}-{r}.pt") for r in range(WORLD)]
+def test_two_processes_equal_one_with_the_global_batch(
+    name: str, two_processes: list[dict[str, dict[str, Any]]]
+) -> None:
+    ranks = [per_rank[name] for per_rank in two_processes]
     reference = run_steps(name, rank=0, world=1)
 
     # Step 1: the global batch's loss and gradients, on every rank.

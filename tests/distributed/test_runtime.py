@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from selfsup.nn.sync_batchnorm import CPUSyncBatchNorm, convert_sync_batchnorm
@@ -24,6 +23,7 @@ from selfsup.train.distributed import (
 )
 from selfsup.train.elastic import elastic_start
 from tests.conftest import METHOD_OVERRIDES, tiny_config
+from tests.distributed.gloo import on_gloo
 
 WORLD = 2
 
@@ -93,62 +93,52 @@ def test_elastic_start_resumes_only_this_commands_run(
 
 
 # -- collectives on 2 gloo processes ------------------------------------------------------------
-def _worker(rank: int, init_file: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+def _collectives(rank: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    # CPU SyncBatchNorm on this rank's half of the global batch.
+    x = torch.randn(8, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    bn = convert_sync_batchnorm(nn.Sequential(nn.BatchNorm2d(3)).double(), "cpu")
+    out["bn_type"] = type(bn[0]).__name__
+    with torch.no_grad():
+        bn[0].weight.copy_(torch.tensor([1.0, 2.0, 0.5]))
+    local = x[rank * 4 : (rank + 1) * 4].clone().requires_grad_()
+    y = bn(local)
+    (y * torch.arange(y.numel(), dtype=torch.float64).view_as(y)).sum().backward()
+    out["y"], out["x_grad"] = y.detach(), local.grad
+    out["running"] = (bn[0].running_mean.clone(), bn[0].running_var.clone())
+
+    # The replica check: a buffer that differs is named; a per-process one may differ.
+    module = nn.Module()
+    module.register_buffer("same", torch.ones(3))
+    module.register_buffer("mine", torch.full((2,), float(rank)))
     try:
-        # CPU SyncBatchNorm on this rank's half of the global batch.
-        x = torch.randn(8, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-        bn = convert_sync_batchnorm(nn.Sequential(nn.BatchNorm2d(3)).double(), "cpu")
-        out["bn_type"] = type(bn[0]).__name__
-        with torch.no_grad():
-            bn[0].weight.copy_(torch.tensor([1.0, 2.0, 0.5]))
-        local = x[rank * 4 : (rank + 1) * 4].clone().requires_grad_()
-        y = bn(local)
-        (y * torch.arange(y.numel(), dtype=torch.float64).view_as(y)).sum().backward()
-        out["y"], out["x_grad"] = y.detach(), local.grad
-        out["running"] = (bn[0].running_mean.clone(), bn[0].running_var.clone())
+        check_replicas_identical(module)
+        out["replicas"] = "passed"
+    except RuntimeError as err:
+        out["replicas"] = str(err)
+    check_replicas_identical(module, skip=("mine",))
 
-        # The replica check: a buffer that differs is named; a per-process one may differ.
-        module = nn.Module()
-        module.register_buffer("same", torch.ones(3))
-        module.register_buffer("mine", torch.full((2,), float(rank)))
-        try:
-            check_replicas_identical(module)
-            out["replicas"] = "passed"
-        except RuntimeError as err:
-            out["replicas"] = str(err)
-        check_replicas_identical(module, skip=("mine",))
+    stats = nn.BatchNorm1d(2)
+    stats.running_mean.fill_(float(rank))
+    average_batchnorm_statistics(stats)
+    out["averaged"] = stats.running_mean.clone()
 
-        stats = nn.BatchNorm1d(2)
-        stats.running_mean.fill_(float(rank))
-        average_batchnorm_statistics(stats)
-        out["averaged"] = stats.running_mean.clone()
+    out["agreed"] = agree_any(rank == 1)
 
-        out["agreed"] = agree_any(rank == 1)
+    def fails_on_main() -> int:
+        raise ValueError("rank 0 could not write")
 
-        def fails_on_main() -> int:
-            raise ValueError("rank 0 could not write")
-
-        try:
-            run_on_main(fails_on_main)
-        except ValueError as err:
-            out["raised"] = str(err)
-        out["shared"] = run_on_main(lambda: rank * 10 + 5)  # rank 0's result everywhere
-        torch.save(out, Path(out_dir) / f"{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+    try:
+        run_on_main(fails_on_main)
+    except ValueError as err:
+        out["raised"] = str(err)
+    out["shared"] = run_on_main(lambda: rank * 10 + 5)  # rank 0's result everywhere
+    return out
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    tmp = tmp_path_factory.mktemp("runtime-gloo")
-    start = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    mp.start_processes(
-        _worker, args=(str(tmp / "init"), str(tmp)), nprocs=WORLD, join=True, start_method=start
-    )
-    return [torch.load(tmp / f"{r}.pt") for r in range(WORLD)]
+    return on_gloo(_collectives, tmp_path_factory.mktemp("runtime-gloo"), WORLD)
 
 
 def test_cpu_sync_batchnorm_is_batchnorm_over_the_global_batch(ranks: list[dict[str, Any]]) -> None:

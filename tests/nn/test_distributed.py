@@ -6,13 +6,10 @@ the assertions run here, in the parent, against single-process references.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from selfsup.nn import (
     NTXentLoss,
@@ -26,6 +23,7 @@ from selfsup.nn import (
     unshuffle_batch,
     world_size,
 )
+from tests.distributed.gloo import on_gloo
 
 WORLD = 2
 N_LOCAL = 3  # rows per process
@@ -53,79 +51,62 @@ def weights_for(r: int) -> torch.Tensor:
     return base * (r + 1)
 
 
-def _worker(local_rank: int, init_file: str, out_dir: str) -> None:
-    torch.set_num_threads(1)  # as DataLoader workers do: no OpenMP pool inherited over fork
-    dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=local_rank, world_size=WORLD
-    )
-    try:
-        inputs = shared_inputs()
-        rows = slice(local_rank * N_LOCAL, (local_rank + 1) * N_LOCAL)
-        out: dict[str, Any] = {
-            "is_distributed": is_distributed(),
-            "rank": rank(),
-            "world_size": world_size(),
-        }
+def _work(local_rank: int) -> dict[str, Any]:
+    inputs = shared_inputs()
+    rows = slice(local_rank * N_LOCAL, (local_rank + 1) * N_LOCAL)
+    out: dict[str, Any] = {
+        "is_distributed": is_distributed(),
+        "rank": rank(),
+        "world_size": world_size(),
+    }
 
-        x = inputs["x"][rows].clone().requires_grad_()
-        gathered = gather_with_grad(x)  # [WORLD * N_LOCAL, 4]
-        (gathered * weights_for(local_rank)).sum().backward()
-        out["gathered"] = gathered.detach()
-        out["x_grad"] = x.grad
+    x = inputs["x"][rows].clone().requires_grad_()
+    gathered = gather_with_grad(x)  # [WORLD * N_LOCAL, 4]
+    (gathered * weights_for(local_rank)).sum().backward()
+    out["gathered"] = gathered.detach()
+    out["x_grad"] = x.grad
 
-        no_grad = gather_no_grad(x)
-        out["no_grad"] = no_grad
-        out["no_grad_requires_grad"] = no_grad.requires_grad
+    no_grad = gather_no_grad(x)
+    out["no_grad"] = no_grad
+    out["no_grad_requires_grad"] = no_grad.requires_grad
 
-        value = torch.full((2,), float(local_rank + 1))
-        out["mean"] = all_reduce_mean(value)
-        out["mean_input_after"] = value
+    value = torch.full((2,), float(local_rank + 1))
+    out["mean"] = all_reduce_mean(value)
+    out["mean_input_after"] = value
 
-        z_a = inputs["z_a"][rows].clone().requires_grad_()
-        z_b = inputs["z_b"][rows].clone().requires_grad_()
-        loss = NTXentLoss(temperature=0.5, gather_distributed=True)(z_a, z_b)
-        loss.backward()
-        out["loss"] = loss.detach()
-        out["z_a_grad"], out["z_b_grad"] = z_a.grad, z_b.grad
-        out["local_loss"] = NTXentLoss(temperature=0.5)(z_a.detach(), z_b.detach())
+    z_a = inputs["z_a"][rows].clone().requires_grad_()
+    z_b = inputs["z_b"][rows].clone().requires_grad_()
+    loss = NTXentLoss(temperature=0.5, gather_distributed=True)(z_a, z_b)
+    loss.backward()
+    out["loss"] = loss.detach()
+    out["z_a_grad"], out["z_b_grad"] = z_a.grad, z_b.grad
+    out["local_loss"] = NTXentLoss(temperature=0.5)(z_a.detach(), z_b.detach())
 
-        # Shuffle-BN: rank-dependent generators, so only rank 0's broadcast keeps ranks agreeing.
-        images = inputs["images"][rows].clone().requires_grad_()
-        g = torch.Generator().manual_seed(SHUFFLE_SEED + local_rank)
-        shuffled, unshuffle_index = shuffle_batch(images, generator=g)
-        restored = unshuffle_batch(shuffled * 2, unshuffle_index)
-        (restored * weights_for(local_rank)[rows].view(N_LOCAL, 2, 2)[..., :1]).sum().backward()
-        out["shuffled"] = shuffled.detach()
-        out["unshuffle_index"] = unshuffle_index
-        out["restored"] = restored.detach()
-        out["images_grad"] = images.grad
-        with torch.no_grad():  # how MoCo calls it: keys without gradient
-            shuffled_ng, index_ng = shuffle_batch(images)
-            out["no_grad_restored"] = unshuffle_batch(shuffled_ng, index_ng)
+    # Shuffle-BN: rank-dependent generators, so only rank 0's broadcast keeps ranks agreeing.
+    images = inputs["images"][rows].clone().requires_grad_()
+    g = torch.Generator().manual_seed(SHUFFLE_SEED + local_rank)
+    shuffled, unshuffle_index = shuffle_batch(images, generator=g)
+    restored = unshuffle_batch(shuffled * 2, unshuffle_index)
+    (restored * weights_for(local_rank)[rows].view(N_LOCAL, 2, 2)[..., :1]).sum().backward()
+    out["shuffled"] = shuffled.detach()
+    out["unshuffle_index"] = unshuffle_index
+    out["restored"] = restored.detach()
+    out["images_grad"] = images.grad
+    with torch.no_grad():  # how MoCo calls it: keys without gradient
+        shuffled_ng, index_ng = shuffle_batch(images)
+        out["no_grad_restored"] = unshuffle_batch(shuffled_ng, index_ng)
 
-        q = inputs["q"][rows].clone().requires_grad_()
-        k = inputs["k"][rows].clone().requires_grad_()
-        ctr = moco_v3_loss(q, k, temperature=0.2, gather_distributed=True)
-        ctr.backward()
-        out["ctr"], out["q_grad"], out["k_grad"] = ctr.detach(), q.grad, k.grad
-        torch.save(out, Path(out_dir) / f"rank{local_rank}.pt")
-    finally:
-        dist.destroy_process_group()
+    q = inputs["q"][rows].clone().requires_grad_()
+    k = inputs["k"][rows].clone().requires_grad_()
+    ctr = moco_v3_loss(q, k, temperature=0.2, gather_distributed=True)
+    ctr.backward()
+    out["ctr"], out["q_grad"], out["k_grad"] = ctr.detach(), q.grad, k.grad
+    return out
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    tmp = tmp_path_factory.mktemp("gloo")
-    # fork (as DataLoader workers do) skips re-importing torch in every child: seconds saved.
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    mp.start_processes(
-        _worker,
-        args=(str(tmp / "init"), str(tmp)),
-        nprocs=WORLD,
-        join=True,
-        start_method=method,
-    )
-    return [torch.load(tmp / f"rank{r}.pt") for r in range(WORLD)]
+    return on_gloo(_work, tmp_path_factory.mktemp("gloo"), WORLD)
 
 
 def test_single_process_defaults() -> None:

@@ -3,16 +3,14 @@ single-process computation on the whole batch (values, and the gradient DDP aver
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from selfsup.nn import all_reduce_max, all_reduce_sum, sinkhorn_knopp
 from selfsup.nn.losses import barlow_twins_loss, cross_correlation, vicreg_terms
+from tests.distributed.gloo import on_gloo
 
 WORLD = 2
 N_LOCAL = 5
@@ -30,41 +28,29 @@ def shared_inputs() -> dict[str, torch.Tensor]:
     }
 
 
-def _worker(local_rank: int, init_file: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=local_rank, world_size=WORLD
-    )
-    try:
-        inputs = shared_inputs()
-        rows = slice(local_rank * N_LOCAL, (local_rank + 1) * N_LOCAL)
-        out: dict[str, Any] = {}
-        z_a = inputs["z_a"][rows].clone().requires_grad_()
-        z_b = inputs["z_b"][rows].clone().requires_grad_()
-        out["c"] = cross_correlation(z_a, z_b, gather_distributed=True).detach()
-        barlow = barlow_twins_loss(z_a, z_b, gather_distributed=True)
-        barlow.backward()
-        out["barlow"], out["barlow_grad"] = barlow.detach(), z_a.grad
-        z_a.grad = None
-        terms = vicreg_terms(z_a, z_b, gather_distributed=True)
-        (25 * terms[0] + 25 * terms[1] + terms[2]).backward()
-        out["vicreg"], out["vicreg_grad"] = torch.stack(terms).detach(), z_a.grad
-        out["codes"] = sinkhorn_knopp(inputs["scores"][rows], 0.05, 3, gather_distributed=True)
-        value = torch.tensor([1.0, -2.0]) * (local_rank + 1)
-        out["sum"], out["max"] = all_reduce_sum(value), all_reduce_max(value)
-        torch.save(out, Path(out_dir) / f"rank{local_rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _work(local_rank: int) -> dict[str, Any]:
+    inputs = shared_inputs()
+    rows = slice(local_rank * N_LOCAL, (local_rank + 1) * N_LOCAL)
+    out: dict[str, Any] = {}
+    z_a = inputs["z_a"][rows].clone().requires_grad_()
+    z_b = inputs["z_b"][rows].clone().requires_grad_()
+    out["c"] = cross_correlation(z_a, z_b, gather_distributed=True).detach()
+    barlow = barlow_twins_loss(z_a, z_b, gather_distributed=True)
+    barlow.backward()
+    out["barlow"], out["barlow_grad"] = barlow.detach(), z_a.grad
+    z_a.grad = None
+    terms = vicreg_terms(z_a, z_b, gather_distributed=True)
+    (25 * terms[0] + 25 * terms[1] + terms[2]).backward()
+    out["vicreg"], out["vicreg_grad"] = torch.stack(terms).detach(), z_a.grad
+    out["codes"] = sinkhorn_knopp(inputs["scores"][rows], 0.05, 3, gather_distributed=True)
+    value = torch.tensor([1.0, -2.0]) * (local_rank + 1)
+    out["sum"], out["max"] = all_reduce_sum(value), all_reduce_max(value)
+    return out
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    tmp = tmp_path_factory.mktemp("gloo_siamese")
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    mp.start_processes(
-        _worker, args=(str(tmp / "init"), str(tmp)), nprocs=WORLD, join=True, start_method=method
-    )
-    return [torch.load(tmp / f"rank{r}.pt") for r in range(WORLD)]
+    return on_gloo(_work, tmp_path_factory.mktemp("gloo_siamese"), WORLD)
 
 
 def test_all_reduce_sum_and_max(results: list[dict[str, Any]]) -> None:

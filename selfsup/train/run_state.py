@@ -305,6 +305,12 @@ def finish_run(trainer: Trainer, wall_time_s: float, ran_steps: int) -> TrainRes
     trainer.metrics.append(
         {"kind": "end", "step": trainer.step, "wall_time_s": wall_time_s, "ran_steps": ran_steps}
     )
+    return _result(trainer, wall_time_s, ran_steps)
+
+
+def _result(
+    trainer: Trainer, wall_time_s: float, ran_steps: int, already_finished: bool = False
+) -> TrainResult:
     return TrainResult(
         trainer.run_dir,
         trainer.step,
@@ -314,6 +320,7 @@ def finish_run(trainer: Trainer, wall_time_s: float, ran_steps: int) -> TrainRes
         wall_time_s,
         trainer.skipped_steps,
         ran_steps=ran_steps,
+        already_finished=already_finished,
     )
 
 
@@ -340,14 +347,4 @@ def finished_run_result(trainer: Trainer) -> TrainResult | None:
         "changed. To train longer, resume with a longer schedule, e.g. `selfsup pretrain "
         f"--resume {trainer.run_dir} {more}`"
     )
-    return TrainResult(
-        trainer.run_dir,
-        trainer.step,
-        trainer.step // trainer.steps_per_epoch,
-        trainer._last_loss,
-        trainer._last_knn,
-        float(end.get("wall_time_s", 0.0)),
-        trainer.skipped_steps,
-        ran_steps=0,
-        already_finished=True,
-    )
+    return _result(trainer, float(end.get("wall_time_s", 0.0)), 0, already_finished=True)

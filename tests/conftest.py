@@ -140,6 +140,20 @@ def train_on_fixed_views(method: str, steps: int = 30) -> list[Any]:
     return [step.update(views, k) for k in range(steps)]
 
 
+def grey_png_folder(folder: Path, count: int, size: int) -> Path:
+    """``folder`` with ``count`` random ``size`` x ``size`` grey PNGs ``0.png``... (seeded)."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (size, size), dtype=np.uint8)).save(
+            folder / f"{i}.png"
+        )
+    return folder
+
+
 @pytest.fixture
 def tiny() -> Config:
     return tiny_config()

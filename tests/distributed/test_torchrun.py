@@ -17,11 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
 from selfsup.cli import main
-from tests.conftest import TINY_CLI_OVERRIDES
+from tests.conftest import TINY_CLI_OVERRIDES, grey_png_folder
 
 REPO = Path(__file__).resolve().parents[2]
 CHILD = REPO / "tests" / "distributed" / "torchrun_child.py"
@@ -106,11 +105,7 @@ def test_two_processes_train_one_run_directory_written_by_rank_0(uninterrupted: 
 def test_eval_embed_and_export_read_a_distributed_run(uninterrupted: Path, tmp_path: Path) -> None:
     assert main(["eval", "knn", str(uninterrupted), "eval.knn_k=5"]) == 0
     assert json.loads((uninterrupted / "eval.json").read_text())
-    folder = tmp_path / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(folder / f"{i}.png")
+    folder = grey_png_folder(tmp_path / "images", 3, 8)
     out = tmp_path / "features.npy"
     assert main(["embed", str(uninterrupted), str(folder), "--out", str(out)]) == 0
     assert np.load(out).shape[0] == 3

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from selfsup.cli import demo_config, main
-from tests.conftest import METHOD_OVERRIDES
+from tests.conftest import METHOD_OVERRIDES, grey_png_folder
 
 TINY = [
     "data.dataset=digits",
@@ -84,11 +84,7 @@ def test_eval_knn_and_linear_print_a_table_with_baselines(run_dir, capsys):
 
 
 def test_embed_writes_features_of_a_folder(run_dir, tmp_path, capsys):
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(5):
-        Image.fromarray(rng.integers(0, 255, (12, 12), dtype=np.uint8)).save(folder / f"{i}.png")
+    folder = grey_png_folder(tmp_path / "imgs", 5, 12)
     out = tmp_path / "feats.npy"
     assert main(["embed", str(run_dir), str(folder), "--out", str(out)]) == 0
     feats = np.load(out)

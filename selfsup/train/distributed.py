@@ -21,6 +21,7 @@ is best) are agreed with a collective, never taken from one rank's local view.
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,13 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from selfsup.methods.base import Method, StepOutput
+from selfsup.nn.distributed import (
+    all_reduce_max,
+    all_reduce_mean,
+    is_distributed,
+    rank,
+    world_size,
+)
 
 if TYPE_CHECKING:
     from selfsup.config import Config
@@ -88,12 +96,10 @@ def restart_count() -> int:
 
 def current_context() -> DistributedContext:
     """The context of the default process group, or the single-process one."""
-    if not (dist.is_available() and dist.is_initialized()):
+    if not is_distributed():
         return DistributedContext()
-    local = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
-    return DistributedContext(
-        dist.get_rank(), dist.get_world_size(), local, str(dist.get_backend())
-    )
+    local = int(os.environ.get("LOCAL_RANK", rank()))
+    return DistributedContext(rank(), world_size(), local, str(dist.get_backend()))
 
 
 def init_distributed(
@@ -126,12 +132,12 @@ def init_distributed(
             )
         torch.cuda.set_device(local_rank)
     timeout = datetime.timedelta(seconds=timeout_s)
-    store, rank, world = next(dist.rendezvous("env://", timeout=timeout))
+    store, rank_id, world = next(dist.rendezvous("env://", timeout=timeout))
     # Keys of this attempt only: after an elastic restart, torch 2.14's agent store still holds
     # the gloo addresses the dead attempt published, and the new workers would dial those
     # ("connectFullMesh failed ... Connection refused"); 3 restarts in 4 failed without this.
     store = dist.PrefixStore(f"selfsup/attempt_{restart_count()}", store)
-    dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
+    dist.init_process_group(backend, store=store, rank=rank_id, world_size=world, timeout=timeout)
     return current_context()
 
 
@@ -246,11 +252,9 @@ def run_on_main(fn: Callable[[], T]) -> T:
 
 def agree_any(flag: bool, device: torch.device | str = "cpu") -> bool:
     """True on every rank when ``flag`` is true on any rank (e.g. a Ctrl-C seen by one)."""
-    if not current_context().active:
+    if world_size() == 1:
         return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item() > 0)
+    return bool(all_reduce_max(torch.tensor([float(flag)], device=device)).item() > 0)
 
 
 _BN_STATS = ("running_mean", "running_var")
@@ -265,15 +269,21 @@ def average_batchnorm_statistics(module: nn.Module) -> None:
     Averaged at every checkpoint and at the end, they describe the global data, and the
     checkpoint is every rank's state, so a resumed run continues exactly.
     """
-    if not current_context().active:
+    if world_size() == 1:
         return
-    for layer in module.modules():
-        if isinstance(layer, nn.modules.batchnorm._NormBase) and layer.track_running_stats:
-            for name in _BN_STATS:
-                buffer = getattr(layer, name)
-                if buffer is not None:
-                    dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
-                    buffer.div_(current_context().world_size)
+    stats = [
+        buffer
+        for layer in module.modules()
+        if isinstance(layer, nn.modules.batchnorm._NormBase) and layer.track_running_stats
+        for buffer in (getattr(layer, name) for name in _BN_STATS)
+        if buffer is not None
+    ]
+    if not stats:
+        return
+    dtype = functools.reduce(torch.promote_types, (b.dtype for b in stats))
+    means = all_reduce_mean(torch.cat([b.flatten().to(dtype) for b in stats]))  # one all-reduce
+    for buffer, mean in zip(stats, means.split([b.numel() for b in stats]), strict=True):
+        buffer.copy_(mean.view_as(buffer))
 
 
 @torch.no_grad()

@@ -249,7 +249,7 @@ NON_DEFAULT = {
     "data.subset": 1000,
     "data.num_workers": 2,
     "data.strict": True,
-    "backbone.name": "vit_tiny",
+    "backbone.name": "resnet34",  # not a ViT: views.progressive_start_size refuses one
     "backbone.width": 0.5,
     "backbone.cifar_stem": True,
     "backbone.zero_init_residual": True,
@@ -268,6 +268,9 @@ NON_DEFAULT = {
     "views.local_crops": 6,
     "views.local_size": 16,
     "views.local_crop_scale": [0.05, 0.3],
+    "views.progressive_start_size": 32,
+    "views.progressive_until": 0.5,
+    "views.progressive_step": 8,
     "views.mean": [0.4, 0.5, 0.6],
     "views.std": [0.2, 0.25, 0.3],
     "simclr.temperature": 0.1,

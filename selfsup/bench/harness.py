@@ -22,7 +22,10 @@ class BenchStep:
     the per-step schedules and the hooks' epoch rules cost what they cost in training.
 
     ``train.compile`` is ignored: the benchmark compiles only when asked (:meth:`compile`),
-    after counting FLOPs eagerly.
+    after counting FLOPs eagerly. So is progressive resizing (``views.progressive_start_size``):
+    every step runs at ``views.size``, the size the benchmark reports, so that its views, step
+    and end-to-end timings measure the same shapes (the trainer, and the time-to-accuracy
+    benchmark that runs it, follow the schedule).
     """
 
     def __init__(
@@ -33,6 +36,7 @@ class BenchStep:
         torch.manual_seed(cfg.train.seed)
         method = build.make_method(eager, in_channels)
         self.train_step = TrainStep.from_config(eager, method, steps_per_epoch, device)
+        self.train_step.view_sizes = None  # views.size at every step (see above)
         self.method = self.train_step.method
         self.method.train()
         self.device = device

@@ -123,10 +123,19 @@ def calibrate(
 ) -> tuple[float, float]:
     """Images/s of ``cfg``'s training as the trainer runs it (loader, views, step, hooks,
     logging; compiling first when ``train.compile``), timed over ``steps`` steps after
-    ``warmup`` of a throw-away run, and the seconds the calibration took."""
+    ``warmup`` of a throw-away run, and the seconds the calibration took.
+
+    Under progressive resizing (``views.progressive_start_size``) the throw-away run is
+    ``warmup + steps`` steps long, so that it walks the whole schedule of view sides in the
+    run's proportions instead of timing its first, smallest side. Its warm-up steps are the
+    smallest ones, and each new side may compile or autotune once within the timed steps, so
+    the rate errs low: the schedule then ends before the budget (step 3 of the module's
+    docstring)."""
     start = time.perf_counter()
     probe = copy.deepcopy(cfg)
     probe.train.max_steps = warmup + steps
+    if cfg.views.progressive_start_size is not None:
+        probe.train.total_steps = warmup + steps
     probe.train.progress = False
     ends: list[float] = []
     with tempfile.TemporaryDirectory(prefix="selfsup-calibrate-") as tmp:

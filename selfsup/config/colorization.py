@@ -123,6 +123,16 @@ class ColorizationConfig(Section):
                 f"colorization.output_stride={self.output_stride} must divide views.size="
                 f"{cfg.views.size} (the targets are averaged over output_stride-pixel blocks)"
             )
+        # progressive sides: the start, multiples of the step, views.size
+        start, stride = cfg.views.progressive_start_size, self.output_stride
+        sides = {"progressive_start_size": start, "progressive_step": cfg.views.progressive_step}
+        bad = [f"views.{k}={v}" for k, v in sides.items() if v is not None and v % stride]
+        if bad and start is not None:
+            raise ConfigError(
+                f"{' and '.join(bad)}: colorization.output_stride={stride} must divide every "
+                f"progressive view side (the targets are averaged over {stride}-pixel blocks); "
+                f"use multiples of {stride}"
+            )
         if cfg.backbone.name.startswith("timm:"):
             raise ConfigError(
                 f"colorization decodes colours from spatial features, which {cfg.backbone.name} "

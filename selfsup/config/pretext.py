@@ -157,6 +157,12 @@ class JigsawConfig(Section):
         return cfg.backbone.patch_size if cfg.backbone.name.startswith("vit") else 1
 
     def check(self, cfg: Config) -> None:
+        if cfg.views.progressive_start_size is not None:
+            raise ConfigError(
+                f"views.progressive_start_size={cfg.views.progressive_start_size}: jigsaw cuts "
+                "its puzzles on a fixed grid of views.size, so its views cannot change size; "
+                "leave views.progressive_start_size null for jigsaw"
+            )
         try:
             jigsaw_geometry(cfg.views.size, self.grid_size, self.tile_size, self.patch_size(cfg))
         except ValueError as err:

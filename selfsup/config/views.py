@@ -1,7 +1,8 @@
 """The ``views`` section: the method's view recipe, the user's overrides and multi-crop.
 
 Every field left at null takes the method's own recipe (REFERENCE.md); ``local_*`` add small
-local crops to any two-view method (``selfsup.views.multicrop``).
+local crops to any two-view method (``selfsup.views.multicrop``); ``progressive_*`` draw the
+views smaller early in training (``selfsup.views.progressive``).
 """
 
 from __future__ import annotations
@@ -108,6 +109,32 @@ class ViewsConfig(Section):
         "SwAV 0.05-0.14)",
         json_schema_extra=CROP_SCALE,
     )
+    progressive_start_size: Int | None = Field(
+        None,
+        ge=8,
+        description="progressive resizing (FFCV): side of the global views at step 0, in [8, "
+        "views.size]; it grows linearly to views.size by progressive_until of the run, local "
+        "crops scale with it; evaluation stays at views.size; null = off. Not with a ViT or "
+        "jigsaw",
+        json_schema_extra=says(
+            "{key} must be an integer >= 8 pixels (at most views.size) or null (off), got {value}"
+        ),
+    )
+    progressive_until: Float = Field(
+        0.75,
+        gt=0,
+        le=1,
+        description="fraction of the run's optimiser steps at which progressive resizing "
+        "reaches views.size, in (0, 1]",
+        json_schema_extra=says("{key} is a fraction of the run in (0, 1], got {value}"),
+    )
+    progressive_step: Int = Field(
+        4,
+        ge=1,
+        description="progressive sides are rounded down to a multiple of this (pixels): fewer "
+        "distinct shapes for torch.compile and cudnn autotuning",
+        json_schema_extra=says("{key} must be an integer >= 1 pixel, got {value}"),
+    )
     mean: PerChannel | None = Field(
         None,
         description="normalisation mean per channel (1 or 3 values); null = dataset's",
@@ -122,6 +149,7 @@ class ViewsConfig(Section):
     def check(self, cfg: Config) -> None:
         from selfsup.methods.registry import get_method  # the registry imports every method
 
+        self._check_progressive(cfg)
         multicrop = get_method(cfg.method).multicrop
         if multicrop is None:
             if self.local_crops:
@@ -140,6 +168,22 @@ class ViewsConfig(Section):
             raise ConfigError(
                 f"views.local_size={size} must be a multiple of backbone.patch_size={patch} "
                 "(ViT patches); set views.local_size"
+            )
+
+    def _check_progressive(self, cfg: Config) -> None:
+        start = self.progressive_start_size
+        if start is None:
+            return
+        if start > self.size:
+            raise ConfigError(
+                f"views.progressive_start_size={start} must be in [8, views.size={self.size}] "
+                "pixels (the side at step 0 grows to views.size); lower it, or leave it null (off)"
+            )
+        if cfg.backbone.name.startswith("vit"):
+            raise ConfigError(
+                f"views.progressive_start_size={start}: {cfg.backbone.name} has a fixed patch grid "
+                "and position embeddings for views.size, so its views cannot change size; leave "
+                "views.progressive_start_size null with a ViT"
             )
 
 

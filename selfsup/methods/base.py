@@ -131,9 +131,14 @@ class Method(nn.Module):
             return self.target_encoder
         return self.encoder
 
-    def make_views(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
-        """The method's view recipe applied to a uint8 batch ``[B, C, H, W]`` on its device."""
-        return self.view_recipe(images, generator=generator)
+    def make_views(
+        self, images: Tensor, generator: torch.Generator | None = None, size: int | None = None
+    ) -> list[Tensor]:
+        """The method's view recipe applied to a uint8 batch ``[B, C, H, W]`` on its device;
+        with ``size``, its global views at ``size`` px and its local crops scaled with them
+        (progressive resizing: :meth:`MultiViewTransform.at_size`)."""
+        recipe = self.view_recipe if size is None else self.view_recipe.at_size(size)
+        return recipe(images, generator=generator)
 
     def prepare_data(self, dataset: ImageDataset) -> None:
         """Statistics of the training data the method needs before its first step (the

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
+from selfsup.config.views import ViewsConfig
 from selfsup.report.runs import RunRecords, numeric
 
 __all__ = ["summary_rows", "summary_table_html"]
@@ -68,6 +69,16 @@ def _int(value: object) -> str:
     return "-" if number is None else f"{int(number):,}"
 
 
+def _view_size(views: ViewsConfig) -> str:
+    """``views.size``, or the progressive sides (views.progressive_*) that reach it."""
+    if views.progressive_start_size is None:
+        return f"{views.size} px"
+    return (
+        f"{views.progressive_start_size} -> {views.size} px (progressive, reached at "
+        f"{views.progressive_until:.0%} of the steps)"
+    )
+
+
 def summary_rows(run: RunRecords) -> list[tuple[str, str]]:
     """``(field, value)`` pairs describing ``run``; unknown values read "-"."""
     cfg, setup = run.cfg, run.setup
@@ -81,7 +92,7 @@ def summary_rows(run: RunRecords) -> list[tuple[str, str]]:
         ("method", cfg.method),
         ("backbone", _backbone(run)),
         ("dataset", data),
-        ("view size", f"{cfg.views.size} px"),
+        ("view size", _view_size(cfg.views)),
         ("global batch", str(setup.get("global_batch_size", cfg.train.batch_size))),
         ("steps", _steps(run)),
         ("epochs", _epochs(run)),

@@ -17,7 +17,8 @@ __all__ = ["MetricsLog", "setup_record", "train_record"]
 
 
 def train_record(trainer: Trainer, epoch: int, lr: float, img_per_s: float) -> dict[str, Any]:
-    """A ``train`` line: the step's synced loss and method logs, its lr and the throughput."""
+    """A ``train`` line: the step's synced loss and method logs, its lr, the throughput and,
+    under progressive resizing, the side of its global views (``view_size``)."""
     record = {
         "kind": "train",
         "step": trainer.step,
@@ -27,6 +28,9 @@ def train_record(trainer: Trainer, epoch: int, lr: float, img_per_s: float) -> d
         "img_per_s": img_per_s,
         **trainer._last_logs,
     }
+    view_size = trainer.train_step.view_size(trainer.step - 1)  # the step just taken
+    if view_size is not None:  # progressive resizing (views.progressive_start_size)
+        record["view_size"] = view_size
     if trainer.nonfinite.skip:
         record["skipped_steps"] = trainer.skipped_steps
     return record

@@ -46,6 +46,12 @@ def plan_line(trainer: Trainer) -> str:
         steps = f"{trainer.total_steps} steps (train.total_steps) = {epochs_run:.3g} epochs"
     if trainer.last_step < trainer.total_steps:
         steps += f", stopping at step {trainer.last_step} (train.max_steps)"
+    v = cfg.views
+    if v.progressive_start_size is not None:
+        steps += (
+            f", views {v.progressive_start_size} -> {v.size} px (progressive, reached at "
+            f"{v.progressive_until:.0%} of the steps)"
+        )
     start = f", from step {trainer.step}" if trainer.step else ""
     return (
         f"plan: {cfg.method}, {backbone}, {cfg.data.dataset} ({len(trainer.train_set)} images), "
@@ -117,9 +123,12 @@ class TrainProgress:
             self.estimated = True
             steps = last - self.start_step
             what = f"{steps} steps" if not self.start_step else f"the remaining {steps} steps"
+            sizes = self.trainer.train_step.view_sizes  # progressive resizing: still growing?
+            growing = sizes is not None and sizes[step - 1] < sizes[last - 1]
             say(
                 f"estimated duration: {format_duration(steps * per_step)} for {what} at "
                 f"{batch / per_step:.0f} img/s"
+                + (" (measured on the early, smaller views: expect longer)" if growing else "")
             )
         if self.bar is not None or self.style.every_s <= 0:
             return

@@ -3,7 +3,8 @@
 The trainer, ``selfsup bench`` and a user's own loop take the same step through here, so what
 is trained and what is measured cannot drift apart::
 
-    views = step.views(images, generator)       # the method's batched views, on the device
+    views = step.views(images, generator, global_step)  # the method's batched views, on the
+                                                # device (at the step's side, progressive resizing)
     result = step.update(views, global_step)    # zero_grad, forward (autocast), backward,
                                                 # unscale, clip, before_optimizer_step,
                                                 # lr/wd of global_step, optimiser step, after_step
@@ -33,6 +34,7 @@ from selfsup.train.distributed import wrap_data_parallel
 from selfsup.train.online_probe import ACCURACY_LOG, OnlineLinearProbe, online_probe_for
 from selfsup.train.optim import ClipMode, clip_gradients_
 from selfsup.train.schedules import cosine_schedule
+from selfsup.views.progressive import progressive_sizes
 
 if TYPE_CHECKING:
     from selfsup.config import Config
@@ -83,6 +85,9 @@ class TrainStep:
         probe: an online linear probe (:mod:`selfsup.train.online_probe`) that steps on the
             method's detached ``StepOutput.features`` whenever ``update`` gets labels; its
             running accuracy is reset at each epoch's first step.
+        view_sizes: ``[total_steps]`` side of the global views per global step (progressive
+            resizing, :func:`~selfsup.views.progressive_sizes`; local crops scale with it), or
+            None: the recipe's own sizes at every step.
         data_parallel: in a ``torch.distributed`` process group, run the forward inside
             ``DistributedDataParallel`` (gradients averaged over the processes); the reported
             loss and logs are their means over the processes (the global batch's loss, so every
@@ -127,6 +132,7 @@ class TrainStep:
         device: torch.device | None = None,
         peak_lr: float | None = None,
         probe: OnlineLinearProbe | None = None,
+        view_sizes: Sequence[int] | np.ndarray | None = None,
         data_parallel: bool = False,
     ) -> None:
         self.lr_schedule = np.asarray(lr_schedule, dtype=np.float64)  # [total_steps]
@@ -140,6 +146,12 @@ class TrainStep:
         if self.wd_schedule is not None and len(self.wd_schedule) != self.total_steps:
             raise ValueError(
                 f"wd_schedule has {len(self.wd_schedule)} steps, lr_schedule {self.total_steps}; "
+                "build both for the same run length"
+            )
+        self.view_sizes = None if view_sizes is None else np.asarray(view_sizes, np.int64)
+        if self.view_sizes is not None and len(self.view_sizes) != self.total_steps:
+            raise ValueError(
+                f"view_sizes has {len(self.view_sizes)} steps, lr_schedule {self.total_steps}; "
                 "build both for the same run length"
             )
         self.method = method
@@ -187,9 +199,10 @@ class TrainStep:
         num_classes: int | None = None,
     ) -> TrainStep:
         """The step ``cfg`` describes for a run of ``train.planned_steps(steps_per_epoch)`` steps:
-        its optimiser, warm-up + cosine learning rate, weight decay, precision, clipping,
-        channels-last, NaN/inf mode, compilation and, for data with ``num_classes``, the online
-        linear probe (``train.online_linear``). Moves ``method`` to ``device``."""
+        its optimiser, warm-up + cosine learning rate, weight decay, the views' side
+        (``views.progressive_*``), precision, clipping, channels-last, NaN/inf mode, compilation
+        and, for data with ``num_classes``, the online linear probe (``train.online_linear``).
+        Moves ``method`` to ``device``."""
         o, t = cfg.optim, cfg.train
         device = torch.device(device)
         method.to(device)
@@ -205,6 +218,9 @@ class TrainStep:
             if o.final_weight_decay is None
             else cosine_schedule(o.weight_decay, o.final_weight_decay, total)
         )
+        v = cfg.views  # progressive resizing: the views' side per step, up to views.size
+        start, until, multiple = v.progressive_start_size, v.progressive_until, v.progressive_step
+        sizes = None if start is None else progressive_sizes(total, start, v.size, until, multiple)
         return cls(
             method,
             optimizer,
@@ -220,6 +236,7 @@ class TrainStep:
             device=device,
             peak_lr=peak_lr,
             probe=online_probe_for(cfg, method.encoder, num_classes, device),
+            view_sizes=sizes,
             data_parallel=True,
         )
 
@@ -237,11 +254,26 @@ class TrainStep:
         epoch = global_step // self.steps_per_epoch
         return Progress(global_step, self.total_steps, epoch, self.steps_per_epoch)
 
-    def views(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
+    def views(
+        self,
+        images: Tensor,
+        generator: torch.Generator | None = None,
+        global_step: int | None = None,
+    ) -> list[Tensor]:
         """The method's views of a uint8 batch ``[B, C, H, W]`` on the device, in the step's
-        memory format."""
-        views = self.method.make_views(images, generator)
+        memory format; with ``view_sizes`` and a ``global_step``, at that step's side."""
+        size = self.view_size(global_step)
+        if size is None:  # a method's own make_views(images, generator) needs no size argument
+            views = self.method.make_views(images, generator)
+        else:
+            views = self.method.make_views(images, generator, size=size)
         return [v.contiguous(memory_format=self.memory_format) for v in views]
+
+    def view_size(self, global_step: int | None) -> int | None:
+        """The global views' side at ``global_step`` under progressive resizing, else None."""
+        if self.view_sizes is None or global_step is None:
+            return None
+        return int(self.view_sizes[global_step])
 
     def __call__(
         self,
@@ -250,8 +282,8 @@ class TrainStep:
         generator: torch.Generator | None = None,
         labels: Tensor | None = None,
     ) -> StepResult:
-        """:meth:`views` then :meth:`update`."""
-        return self.update(self.views(images, generator), global_step, labels)
+        """:meth:`views` (at ``global_step``'s side) then :meth:`update`."""
+        return self.update(self.views(images, generator, global_step), global_step, labels)
 
     def update(
         self, views: list[Tensor], global_step: int, labels: Tensor | None = None

@@ -3,10 +3,12 @@
 ``ops`` holds the vectorised operations (each split into parameter sampling and application);
 ``spec`` holds :class:`ViewSpec`, one view's recipe; ``recipes`` the per-method presets;
 ``transforms`` the :class:`MultiViewTransform` and :class:`EvalTransform` that apply them;
-``multicrop`` the pairs and the per-resolution forward of local crops.
+``multicrop`` the pairs and the per-resolution forward of local crops; ``progressive`` the
+views' side per step of progressive resizing (``views.progressive_start_size``).
 """
 
 from selfsup.views.multicrop import crop_pairs, forward_by_size, size_groups
+from selfsup.views.progressive import progressive_size, progressive_sizes
 from selfsup.views.recipes import (
     byol_local_view,
     byol_views,
@@ -40,6 +42,8 @@ __all__ = [
     "jigsaw_view",
     "mae_view",
     "moco_v2_view",
+    "progressive_size",
+    "progressive_sizes",
     "rotation_view",
     "simclr_small_view",
     "simclr_view",

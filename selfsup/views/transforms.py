@@ -8,6 +8,7 @@ flip, colour jitter, grayscale, blur, solarize, normalise.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from selfsup.views import ops
+from selfsup.views.progressive import scaled_side
 from selfsup.views.spec import ViewSpec
 
 __all__ = [
@@ -177,6 +179,10 @@ class MultiViewTransform:
         >>> views = t(torch.zeros(4, 1, 28, 28, dtype=torch.uint8), g)
         >>> [tuple(v.shape) for v in views]
         [(4, 1, 32, 32), (4, 1, 32, 32)]
+
+    The same recipe at a smaller side (progressive resizing, :meth:`at_size`):
+        >>> [tuple(v.shape) for v in t.at_size(16)(torch.zeros(4, 1, 28, 28, dtype=torch.uint8), g)]
+        [(4, 1, 16, 16), (4, 1, 16, 16)]
     """
 
     def __init__(
@@ -190,11 +196,46 @@ class MultiViewTransform:
                 raise ValueError(f"specs must be ViewSpec instances, got {type(spec).__name__}")
             spec.validate()
         self._normalize = _Normalizer(mean, std)
+        self._at_size: dict[int, MultiViewTransform] = {}
 
     @property
     def num_views(self) -> int:
         """Number of views returned per call."""
         return len(self.specs)
+
+    @property
+    def global_size(self) -> int:
+        """Side of the global views: the largest spec size (local crops are smaller)."""
+        return max(spec.size for spec in self.specs)
+
+    def at_size(self, side: int) -> MultiViewTransform:
+        """This recipe with its global views at ``side`` px and every smaller view (local
+        crops) scaled by the same ratio (:func:`~selfsup.views.progressive.scaled_side`: rounded,
+        at least 8 px); everything else (scales, colour, blur kernel as a fraction of the side)
+        unchanged. Built once per side and kept: progressive resizing asks for it every step.
+
+        Example (DINO's crops, 2 global + 2 local, drawn at half the side):
+            >>> from selfsup.views import dino_views
+            >>> t = MultiViewTransform(dino_views(32, 16, 2), mean=[0.5], std=[0.25])
+            >>> [spec.size for spec in t.at_size(16).specs]
+            [16, 16, 8, 8]
+        """
+        if isinstance(side, bool) or not isinstance(side, int) or side < 1:
+            raise ValueError(f"side must be a positive int (pixels), got {side!r}")
+        full = self.global_size
+        if side == full:
+            return self
+        scaled = self._at_size.get(side)
+        if scaled is None:
+            specs = [
+                dataclasses.replace(
+                    spec, size=side if spec.size == full else scaled_side(spec.size, side, full)
+                )
+                for spec in self.specs
+            ]
+            scaled = MultiViewTransform(specs, self._normalize.mean, self._normalize.std)
+            self._at_size[side] = scaled
+        return scaled
 
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
         """uint8 ``[B, C, H, W]`` -> ``num_views`` float32 tensors ``[B, C, spec.size, spec.size]``."""

@@ -62,6 +62,23 @@ def test_progress_is_tri_state_and_old_true_false_configs_load(tmp_path):
         apply_overrides(Config(), ["train.progress_every_s=-1"])
 
 
+def test_compile_is_true_false_or_auto_and_other_values_are_refused_naming_the_key(tmp_path):
+    assert Config().train.compile == "auto"
+    path = tmp_path / "c.yaml"
+    for text, want in (("true", True), ("false", False), ("auto", "auto")):
+        assert apply_overrides(Config(), [f"train.compile={text}"]).train.compile == want
+        path.write_text(f"train:\n  compile: {text}\n")
+        assert Config.from_yaml(path).train.compile == want
+    for bad, shown in (("sometimes", "'sometimes'"), ("Auto", "'Auto'"), ("1", "1"), ("0", "0")):
+        with pytest.raises(ConfigError) as info:
+            apply_overrides(Config(), [f"train.compile={bad}"])
+        assert str(info.value) == f"train.compile must be true, false or auto, got {shown}"
+    cfg = Config()
+    with pytest.raises(ConfigError, match=r"train\.compile must be true, false or auto, got None"):
+        cfg.train.compile = None  # type: ignore[assignment]
+    assert "train.compile='auto'  (true|false|auto)" in option_help()
+
+
 def test_yaml_1_1_exponents_and_ints_are_read_as_floats(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("optim:\n  base_lr: 1e-3\n  weight_decay: 0\n")  # '1e-3' is a YAML 1.1 string

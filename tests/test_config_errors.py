@@ -42,6 +42,10 @@ def pretrain_error(args: list[str], run: Path, capsys: pytest.CaptureFixture[str
         (["train.batch_size=abc"], ["train.batch_size must be an integer, got 'abc'"]),
         (["simclr.temperature=warm"], ["simclr.temperature must be a number"]),
         (["train.progress=maybe"], ["train.progress must be true or false"]),
+        (
+            ["train.compile=sometimes"],
+            ["train.compile must be true, false or auto, got 'sometimes'"],
+        ),
         (["views.mean=0.5"], ["views.mean must be a list"]),
         # impossible values
         (["train.batch_size=1"], ["train.batch_size=1", "SimCLR needs at least 2", "raise"]),

@@ -7,7 +7,7 @@ Python assignments (``cfg.train.epochs = 0`` fails at once), and feeds ``--help`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -48,6 +48,17 @@ def _one_for_every_view(value: Any) -> Any:
 Int = Annotated[int, _no_bool_for("int_type")]
 Float = Annotated[float, _no_bool_for("float_type")]
 Bool = StrictBool  # true or false only: 1 and 'yes' are refused
+
+
+def _bool_not_int(value: Any) -> Any:
+    # Literal[True] also matches 1 (1 == True): only YAML's true and false are booleans here
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise PydanticCustomError("literal_error", "not a boolean")
+    return value
+
+
+# true, false or auto (a choice the program makes when it has the facts); 1 and 'yes' are refused
+BoolOrAuto = Annotated[Literal[True, False, "auto"], BeforeValidator(_bool_not_int)]
 Probability = Annotated[Float, Field(ge=0, le=1)]
 # one probability per view; a single number applies to every view
 PerView = Annotated[list[Probability], BeforeValidator(_one_for_every_view)]

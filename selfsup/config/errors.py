@@ -79,7 +79,7 @@ def choices(info: FieldInfo) -> tuple[Any, ...]:
 def rule(info: FieldInfo) -> str:
     """The declared range or choices in words: '> 0', 'in [0, 1)', 'lars|sgd|adamw'; '' if none."""
     if choices(info):
-        text = "|".join(str(c) for c in choices(info))
+        text = "|".join(yaml_value(c) for c in choices(info))
     else:
         low = high = ""
         for m in info.metadata:
@@ -186,7 +186,7 @@ def _message(
         return template.format(key=key, value=repr(value), rule=rule(info))
     if kind == "literal_error":
         null = " or null" if optional(info) else ""
-        options = "|".join(str(c) for c in choices(info))
+        options = "|".join(yaml_value(c) for c in choices(info))
         return f"{key}={value!r} is unknown; choose one of {options}{null}"
     if kind in _RANGE_ERRORS and rule(info):
         return f"{key} must be {rule(info)}, got {value!r}; e.g. {key}={default}"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field
 
-from selfsup.config.base import Bool, Float, Int, Section, says
+from selfsup.config.base import Bool, BoolOrAuto, Float, Int, Section, says
 from selfsup.config.errors import ConfigError
 from selfsup.config.evaluation import EvalConfig
 from selfsup.config.views import ViewsConfig
@@ -218,14 +218,21 @@ class TrainConfig(Section):
     channels_last: Bool = Field(
         True, description="channels-last memory format (faster convolutions)"
     )
-    compile: Bool = Field(
-        False,
-        description="torch.compile the training step (+24% img/s measured on a 2-core CPU for "
-        "SimCLR; the first step compiles for about a minute, so it pays off on runs of minutes "
-        "or more)",
+    compile: BoolOrAuto = Field(
+        "auto",
+        description="torch.compile the training step: true | false | auto. auto times the "
+        "first steps uncompiled, then compiles when the remaining steps would save at least "
+        "1.5x the compile time, by the speed-up and compile time measured for the method on "
+        "this kind of device (selfsup/train/compile_policy.py; a method not measured there stays "
+        "uncompiled). E.g. SimCLR on a 2-core CPU: +24% img/s, the first step compiles for "
+        "about a minute. A compiled run keeps its compile cache in RUN/compile_cache.bin for "
+        "--resume",
+        json_schema_extra=says("{key} must be true, false or auto, got {value}"),
     )
     compile_backend: str = Field(
-        "inductor", description="torch.compile backend (inductor; eager for debugging)"
+        "inductor",
+        description="torch.compile backend (inductor; eager for debugging; auto compiles only "
+        "with inductor, the backend it was measured with)",
     )
     deterministic: Bool = Field(
         False, description="deterministic kernels (slower; for exact reproduction)"

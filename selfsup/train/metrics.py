@@ -38,8 +38,8 @@ def train_record(trainer: Trainer, epoch: int, lr: float, img_per_s: float) -> d
 
 def setup_record(trainer: Trainer) -> dict[str, Any]:
     """The first line of ``metrics.jsonl``: the device, precision, batch, schedule length, the
-    resolved learning-rate rule, the sizes of the model and the online probe's learning rate
-    (None: no probe), as the run resolved them."""
+    resolved learning-rate rule, the sizes of the model, ``train.compile`` and the online
+    probe's learning rate (None: no probe), as the run resolved them."""
     o, t = trainer.cfg.optim, trainer.cfg.train
     best = trainer.checkpoints.best
     probe = trainer.train_step.probe
@@ -57,6 +57,7 @@ def setup_record(trainer: Trainer) -> dict[str, Any]:
         "parameters": sum(p.numel() for p in trainer.method.parameters()),
         "encoder_parameters": sum(p.numel() for p in trainer.method.encoder.parameters()),
         "on_nonfinite": t.on_nonfinite,
+        "compile": t.compile,  # as configured; the decision is the "compile" record that follows
         "keep_best": t.keep_best,
         "best_metric": best.metric if best is not None else None,
         "online_linear_lr": probe.optimizer.param_groups[0]["lr"] if probe is not None else None,

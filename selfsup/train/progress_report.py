@@ -2,9 +2,13 @@
 
 - At the start of every run (fresh or resumed): one plan line, e.g. ``plan: simclr, resnet18
   x0.25, fashion_mnist (60000 images), 20 epochs x 234 steps = 4680 steps, batch 256, cpu,
-  bfloat16``.
+  bfloat16, compile: auto, decided after 10 timed steps`` (or the decision, e.g. ``compile: off
+  (train.compile=false)``); auto then prints its decision on a line of its own
+  (:mod:`selfsup.train.compile_policy`).
 - After the first measured window (the first step, which may compile or warm up, excluded; then
-  >= 5 s or >= 20 steps): ``estimated duration: 40h12m for 4680 steps at 412 img/s``.
+  >= 5 s or >= 20 steps): ``estimated duration: 40h12m for 4680 steps at 412 img/s``; again,
+  ``... for the remaining N steps``, when ``train.compile=auto`` has compiled the step (measured
+  after the compiling step).
 - A bar per epoch when ``train.progress`` shows one; otherwise a plain line every
   ``train.progress_every_s`` seconds and at the last step: ``step 120/4680 (epoch 1/20) loss
   4.1234 lr 0.3 412 img/s, elapsed 1m05s, ETA 40m12s``.
@@ -56,7 +60,7 @@ def plan_line(trainer: Trainer) -> str:
     return (
         f"plan: {cfg.method}, {backbone}, {cfg.data.dataset} ({len(trainer.train_set)} images), "
         f"{steps}{start}, batch {t.batch_size}, {trainer.device}, "
-        f"{precision_name(trainer.autocast_dtype)}"
+        f"{precision_name(trainer.autocast_dtype)}, {trainer.compiling.plan_text()}"
     )
 
 
@@ -76,6 +80,12 @@ class TrainProgress:
         self.first: tuple[int, float] | None = None  # (step, time) after the first step
         self.window_start, self.window_images = self.start, 0
         say(plan_line(self.trainer))
+
+    def remeasure(self, step: int) -> None:
+        """The step changes speed from the next one on (``train.compile=auto`` compiles it):
+        measure again, leaving out that next step, which compiles, and estimate the remaining
+        steps once more."""
+        self.start_step, self.estimated, self.first = step, False, None
 
     def start_epoch(self, epoch: int, start_in_epoch: int, steps_here: int) -> None:
         if not self.running:

@@ -36,6 +36,7 @@ RUN_OUTPUTS: tuple[str, ...] = (
     "checkpoints",
     "encoder.safetensors",
     "encoder.json",
+    "compile_cache.bin",
     "eval.json",
     "export",
     "report",

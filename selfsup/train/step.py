@@ -29,8 +29,9 @@ from torch.nn.parallel import DistributedDataParallel
 from selfsup import build
 from selfsup.methods import Method, Progress, StepOutput
 from selfsup.nn.distributed import all_reduce_mean, gather_no_grad, world_size
+from selfsup.train.compile_policy import compile_unavailable
 from selfsup.train.device import autocast, resolve_precision
-from selfsup.train.distributed import wrap_data_parallel
+from selfsup.train.distributed import TrainingStepModule, wrap_data_parallel
 from selfsup.train.online_probe import ACCURACY_LOG, OnlineLinearProbe, online_probe_for
 from selfsup.train.optim import ClipMode, clip_gradients_
 from selfsup.train.schedules import cosine_schedule
@@ -181,9 +182,9 @@ class TrainStep:
         # torch.compile of the forward (backbone, heads, loss); state stays in the method, so
         # checkpoints and resume are unchanged.
         self.compiled_step: Callable[[list[Tensor]], StepOutput] | None = None
+        self.data_parallel: DistributedDataParallel | None = None
         if compile_backend is not None:
             self.compile(compile_backend)
-        self.data_parallel: DistributedDataParallel | None = None
         if data_parallel and world_size() > 1:
             step_fn = self.compiled_step or method.training_step
             self.data_parallel = wrap_data_parallel(method, step_fn, self.device)
@@ -232,7 +233,9 @@ class TrainStep:
             clip_grad=o.clip_grad,
             clip_mode=cast(ClipMode, o.clip_grad_mode),
             skip_nonfinite=t.on_nonfinite == "skip",
-            compile_backend=t.compile_backend if t.compile else None,
+            # auto starts uncompiled: the trainer compiles once it has timed the step
+            # (selfsup/train/compile_policy.py)
+            compile_backend=t.compile_backend if t.compile is True else None,
             device=device,
             peak_lr=peak_lr,
             probe=online_probe_for(cfg, method.encoder, num_classes, device),
@@ -242,8 +245,18 @@ class TrainStep:
 
     def compile(self, backend: str = "inductor") -> None:
         """Run the method's ``training_step`` through ``torch.compile`` from now on (the first
-        call compiles). The eager backend keeps the arithmetic bitwise."""
+        call compiles), inside DistributedDataParallel too. The eager backend keeps the
+        arithmetic bitwise. Refused where torch.compile cannot run (an unsupported Python; no
+        C++ compiler for inductor's CPU kernels)."""
+        unavailable = compile_unavailable(backend, self.device)
+        if unavailable is not None:
+            raise ValueError(
+                f"cannot torch.compile the training step: {unavailable}; train.compile=false "
+                "trains without it"
+            )
         self.compiled_step = torch.compile(self.method.training_step, backend=backend)
+        if self.data_parallel is not None:  # compiled later in the run (train.compile=auto)
+            cast(TrainingStepModule, self.data_parallel.module).step_fn = self.compiled_step
 
     def autocast(self) -> torch.autocast:
         """The step's mixed-precision context (a no-op in fp32)."""

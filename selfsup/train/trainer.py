@@ -7,9 +7,10 @@
 
 around which the trainer keeps the run directory: ``config.yaml`` (fully resolved),
 ``metrics.jsonl``, ``checkpoints/last.pt`` and the best-k ``checkpoints/best-step<N>.pt`` (atomic
-writes), ``encoder.safetensors`` + ``encoder.json``. Each concern has a module of its own:
-devices and precision (``device``), Ctrl-C (``interrupt``), NaN/inf (``nonfinite``), the metrics
-log (``metrics``), the epoch-end measures (``epoch_monitor``: online k-NN, the online linear
+writes), ``encoder.safetensors`` + ``encoder.json``, and ``compile_cache.bin`` when the step was
+compiled. Each concern has a module of its own: devices and precision (``device``), Ctrl-C
+(``interrupt``), NaN/inf (``nonfinite``), whether and when the step is compiled, with the run's
+compile cache (``compile_policy``), the metrics log (``metrics``), the epoch-end measures (``epoch_monitor``: online k-NN, the online linear
 probe's top-1, collapse metrics), when to checkpoint (``checkpoint_policy``) and what a
 checkpoint holds (``run_state``); the step trains the online probe (``online_probe``).
 
@@ -36,6 +37,7 @@ from selfsup.nn.sync_batchnorm import convert_sync_batchnorm
 from selfsup.progress import say, set_quiet
 from selfsup.train.checkpoint import CheckpointError, atomic_write, seed_everything
 from selfsup.train.checkpoint_policy import CheckpointPolicy
+from selfsup.train.compile_policy import CompileControl
 from selfsup.train.device import autocast, cpu_has_fast_bf16, resolve_device, resolve_precision
 from selfsup.train.distributed import (
     agree_any,
@@ -172,6 +174,11 @@ class Trainer:
         self._last_loss = float("nan")  # loss of the latest synced step (logged, epoch end)
         self._last_logs: dict[str, float] = {}  # the method's logs at that step
         self._last_knn: float | None = None
+        # train.compile: the decision (auto: after timing the first steps) and the run's
+        # compile cache
+        self.compiling = CompileControl(
+            cfg, self.train_step, self.run_dir, self.metrics.append, self.dist.is_main
+        )
         self.progress = TrainProgress(self)  # plan, duration estimate, bar or plain lines
         # Called after every step with the trainer (e.g. the time-to-accuracy benchmark's marks);
         # a hook may end the run early with stop_after_step().
@@ -229,6 +236,7 @@ class Trainer:
         """Write ``checkpoints/last.pt`` for the current step atomically (never a NaN/inf one)."""
         self.nonfinite.raise_if_nonfinite()
         self.checkpoints.write(self.step, state if state is not None else self.checkpoint_state())
+        self.compiling.on_checkpoint()
 
     def load(self, path: Path | None = None) -> None:
         """Restore a checkpoint written by :meth:`save`; training continues exactly from it."""
@@ -269,6 +277,7 @@ class Trainer:
         self.metrics.start_tensorboard(
             self.cfg.train.tensorboard, self.step + 1 if resume else None
         )
+        self.compiling.start(self.step, self.last_step, resume)
 
         start = time.perf_counter()
         with GracefulInterrupt() as interrupt:
@@ -308,6 +317,8 @@ class Trainer:
                 self._epoch_loss_sum += result.loss.float()
                 self._epoch_loss_steps += 1
             self.step += 1
+            if self.compiling.after_step(self.step, self.last_step, result.loss):
+                self.progress.remeasure(self.step)  # auto compiled: the steps change speed
             for hook in self.step_hooks:
                 hook(self)
             global_images = images.shape[0] * self.dist.world_size  # every process's share

@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from selfsup.methods.byol import BYOL, byol_predictor, byol_projector
 from selfsup.nn.sync_batchnorm import CPUSyncBatchNorm, convert_sync_batchnorm
 from selfsup.train.distributed import (
     agree_any,
@@ -22,6 +23,8 @@ from selfsup.train.distributed import (
     run_on_main,
 )
 from selfsup.train.elastic import elastic_start
+from selfsup.train.step import TrainStep
+from selfsup.views import MultiViewTransform, byol_views
 from tests.conftest import METHOD_OVERRIDES, tiny_config
 from tests.distributed.gloo import on_gloo
 
@@ -133,6 +136,20 @@ def _collectives(rank: int) -> dict[str, Any]:
     except ValueError as err:
         out["raised"] = str(err)
     out["shared"] = run_on_main(lambda: rank * 10 + 5)  # rank 0's result everywhere
+
+    # train.compile=auto compiles a step that DistributedDataParallel already wraps: the
+    # wrapper must run the compiled step from then on (eager backend: no kernels to build)
+    torch.manual_seed(0)
+    recipe = MultiViewTransform(byol_views(8), mean=[0.5], std=[0.25])
+    backbone = nn.Sequential(nn.Flatten(), nn.Linear(64, 32))
+    method = BYOL(backbone, byol_projector(32, 64, 16), byol_predictor(16, 64), recipe)
+    optimizer = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.01)
+    step = TrainStep(method, optimizer, [0.01, 0.01], steps_per_epoch=2, data_parallel=True)
+    step.compile("eager")
+    assert step.data_parallel is not None
+    out["ddp_step_fn_compiled"] = step.data_parallel.module.step_fn is step.compiled_step
+    images = torch.randint(0, 256, (8, 1, 8, 8), dtype=torch.uint8)
+    out["compiled_ddp_loss_finite"] = bool(torch.isfinite(step(images, 0).loss))
     return out
 
 
@@ -169,3 +186,4 @@ def test_replicas_that_differ_are_named_and_the_agreements_hold(
         assert out["agreed"] is True  # a Ctrl-C seen by rank 1 stops rank 0 as well
         assert out["raised"] == "rank 0 could not write"  # no rank waits forever
         assert out["shared"] == 5
+        assert out["ddp_step_fn_compiled"] and out["compiled_ddp_loss_finite"]

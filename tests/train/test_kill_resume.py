@@ -107,8 +107,12 @@ def _without_config(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _metrics(run_dir: Path) -> list[dict[str, Any]]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(x).items() if k not in VOLATILE} for x in lines]
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    # compile records are per session too: each decides train.compile when it starts or has
+    # timed its own steps
+    return [
+        {k: v for k, v in x.items() if k not in VOLATILE} for x in records if x["kind"] != "compile"
+    ]
 
 
 def _differences(a: Any, b: Any, where: str = "") -> list[str]:

@@ -5,14 +5,11 @@
         nonfinite.after_step(result, step + 1, epoch)  # lr/wd of the step, optimiser step
         log; at the epoch end: epoch record, online k-NN, best-k; checkpoint when due
 
-around which the trainer keeps the run directory: ``config.yaml`` (fully resolved),
-``metrics.jsonl``, ``checkpoints/last.pt`` and the best-k ``checkpoints/best-step<N>.pt`` (atomic
-writes), ``encoder.safetensors`` + ``encoder.json``, and ``compile_cache.bin`` when the step was
-compiled. Each concern has a module of its own: devices and precision (``device``), Ctrl-C
-(``interrupt``), NaN/inf (``nonfinite``), whether and when the step is compiled, with the run's
-compile cache (``compile_policy``), the metrics log (``metrics``), the epoch-end measures (``epoch_monitor``: online k-NN, the online linear
-probe's top-1, collapse metrics), when to checkpoint (``checkpoint_policy``) and what a
-checkpoint holds (``run_state``); the step trains the online probe (``online_probe``).
+around which the trainer keeps the run directory (config.yaml, metrics.jsonl, atomic
+checkpoints, the encoder, compile_cache.bin). Each concern has a module of its own: ``device``,
+``interrupt`` (Ctrl-C), ``nonfinite``, ``compile_policy`` (whether and when to compile, the
+cache), ``metrics``, ``epoch_monitor`` (online k-NN, probe top-1, collapse), ``checkpoint_policy``
+(when) and ``run_state`` (what a checkpoint holds); the step trains the online probe.
 
 What is guaranteed (exact resume after a kill, atomic checkpoints, NaN/inf policy, disk errors,
 Ctrl-C) is written down in ``docs/reliability.md`` and tested in ``tests/train``.

@@ -186,7 +186,7 @@ def test_a_progressive_run_logs_its_sides_and_resumes_bitwise(tmp_path, capsys, 
     straight.fit()
     plan, estimate = capsys.readouterr().err.splitlines()[:2]
     grows = "views 8 -> 16 px (progressive, reached at 50% of the steps), batch 16, cpu, fp32"
-    assert plan.endswith(grows)
+    assert grows in plan
     assert estimate.endswith("(measured on the early, smaller views: expect longer)")
     sides = [x["view_size"] for x in _train_lines(tmp_path / "a")]
     assert sides == progressive_sizes(20, 8, 16, 0.5, 4).tolist()

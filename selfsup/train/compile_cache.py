@@ -16,8 +16,11 @@ pays that part (docs/reliability.md, "Compile cache").
 
 Loading is running code: the file's container is torch's plain length-prefixed format, but the
 cache entries it holds are pickles that torch unpickles, and code it executes, when a later
-compile hits them. selfsup therefore loads a cache only from the run directory being resumed
-(the user's own run, written by selfsup) and never from anywhere else.
+compile hits them. selfsup therefore loads a cache only from the run directory being resumed,
+and only one this user account wrote: every cache selfsup saves has its SHA-256 appended to
+``$XDG_CACHE_HOME/selfsup/trusted_compile_caches`` (``~/.cache/selfsup``), and a cache whose
+digest is not listed there (a run directory someone else made) is ignored with a note, the
+way a checkpoint is never unpickled from an untrusted source.
 
 The format is bound to the torch version (torch keys its entries by its own build, so another
 version's entries would never be used anyway): the file starts with one JSON line naming the
@@ -27,18 +30,44 @@ note.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import torch
 
+from selfsup.data.named import cache_dir
 from selfsup.progress import say
 from selfsup.train.checkpoint import CheckpointError, atomic_write
 
-__all__ = ["CACHE_FILE", "CACHE_FORMAT", "CompileCache"]
+__all__ = ["CACHE_FILE", "CACHE_FORMAT", "CompileCache", "trusted_digests_file"]
 
 CACHE_FILE = "compile_cache.bin"
 CACHE_FORMAT = "selfsup-compile-cache/1"
+
+
+def trusted_digests_file() -> Path:
+    """The SHA-256 digests (one per line) of the compile caches this account has written."""
+    return cache_dir() / "trusted_compile_caches"
+
+
+def _digest(artifacts: bytes) -> str:
+    return hashlib.sha256(artifacts).hexdigest()
+
+
+def _is_trusted(artifacts: bytes) -> bool:
+    try:
+        listed = trusted_digests_file().read_text().split()
+    except OSError:
+        return False
+    return _digest(artifacts) in listed
+
+
+def _trust(artifacts: bytes) -> None:
+    path = trusted_digests_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(_digest(artifacts) + "\n")
 
 
 class CompileCache:
@@ -73,6 +102,8 @@ class CompileCache:
             self.status = "ignored: not a selfsup compile cache"
         elif written_by != torch.__version__:
             self.status = f"ignored: written by torch {written_by}"
+        elif not _is_trusted(artifacts):  # loading runs code: only this account's caches
+            self.status = f"ignored: not written by this account (not in {trusted_digests_file()})"
         else:
             self.status, self._artifacts = "found", artifacts
             return
@@ -115,8 +146,9 @@ class CompileCache:
             tmp.write_bytes(header + b"\n" + artifacts)
 
         try:
+            _trust(artifacts)  # first, so that a cache on disk is always one this account made
             atomic_write(self.path, write)
-        except CheckpointError as err:
+        except (CheckpointError, OSError) as err:
             say(f"warning: compile cache not saved ({err}); a resumed run compiles again")
             return
         self._saved_size = len(artifacts)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from selfsup.train import compile_policy
-from selfsup.train.compile_cache import CACHE_FILE, CACHE_FORMAT
+from selfsup.train.compile_cache import CACHE_FILE, CACHE_FORMAT, trusted_digests_file
 from selfsup.train.compile_policy import (
     TIMED_STEPS,
     CompileDecision,
@@ -143,6 +143,12 @@ def _spy_on_load(monkeypatch) -> list[object]:
 EAGER_COMPILED = ("train.compile=true", "train.compile_backend=eager")
 
 
+@pytest.fixture(autouse=True)
+def _own_user_cache(tmp_path, monkeypatch):
+    """The list of caches this account wrote lives under $XDG_CACHE_HOME: one per test."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
+
+
 def test_the_cache_is_written_after_the_first_compiled_step_and_loaded_on_resume(
     tmp_path, monkeypatch
 ):
@@ -183,6 +189,23 @@ def test_a_cache_from_another_torch_version_is_ignored_with_a_note(tmp_path, mon
         f"{torch.__version__}): compiling without it"
     ]
     assert _records(run, "compile")[-1]["cache"] == "ignored: written by torch 2.0.0"
+
+
+def test_a_cache_this_account_did_not_write_is_never_loaded(tmp_path, monkeypatch, capsys):
+    """Loading a cache runs its pickled code: a run directory from elsewhere (its digest not in
+    this account's list) resumes without it."""
+    _fake_artifacts(monkeypatch, b"graphs from someone else")
+    loaded = _spy_on_load(monkeypatch)
+    run = tmp_path / "run"
+    Trainer(tiny_config("train.max_steps=2", *EAGER_COMPILED), run).fit()
+    trusted_digests_file().unlink()  # as on another account: the same file, never listed
+    capsys.readouterr()
+    Trainer(tiny_config("train.max_steps=4", *EAGER_COMPILED), run).fit(resume=True)
+    assert loaded == []
+    assert "not written by this account" in _records(run, "compile")[-1]["cache"]
+    assert f"note: {run / CACHE_FILE} not loaded (not written by this account" in (
+        capsys.readouterr().err
+    )
 
 
 def test_compile_true_is_refused_where_inductor_has_no_cpp_compiler(tmp_path, monkeypatch):

@@ -433,6 +433,7 @@ NON_DEFAULT = {
     "eval.probe_epochs": 5,
     "eval.probe_lrs": [0.2],
     "eval.finetune_epochs": 4,
+    "eval.finetune_warmup_epochs": 0.5,
     "eval.finetune_lrs": [0.01, 0.1],
     "eval.finetune_batch_size": 64,
     "eval.finetune_encoder_lr_scale": 1.0,

@@ -35,6 +35,7 @@ __all__ = [
     "load_record",
     "register_claim",
     "run_claim",
+    "save_record",
 ]
 
 CLAIM_FORMAT = "selfsup-lab-claim/1"
@@ -176,6 +177,18 @@ def run_claim(claim: Claim, settings: LabSettings, runner: LabRunner | None = No
         for seed in seeds
     ]
     results = Results(claim, done)
+    command = save_record(claim, settings, seeds, done)
+    out = ClaimResult(claim, settings, results, claim.judge(results), command, seeds=seeds)
+    from selfsup.lab.plots import plot_claim
+
+    out.png = plot_claim(out, settings.lab_dir / "plots" / f"{claim.id}.png")
+    return out
+
+
+def save_record(
+    claim: Claim, settings: LabSettings, seeds: Sequence[int], done: Sequence[ArmResult]
+) -> str:
+    """Write ``LAB_DIR/claims/<id>.json`` (what the report reads); returns the command."""
     command = settings.command(claim.id, seeds)
     record = {
         "format": CLAIM_FORMAT,
@@ -186,11 +199,7 @@ def run_claim(claim: Claim, settings: LabSettings, runner: LabRunner | None = No
         "results": [{"arm": r.arm, "seed": r.seed, "key": r.key} for r in done],
     }
     _write_json(settings.lab_dir / "claims" / f"{claim.id}.json", record)
-    out = ClaimResult(claim, settings, results, claim.judge(results), command, seeds=seeds)
-    from selfsup.lab.plots import plot_claim
-
-    out.png = plot_claim(out, settings.lab_dir / "plots" / f"{claim.id}.png")
-    return out
+    return command
 
 
 def load_record(path: Path) -> ClaimResult:

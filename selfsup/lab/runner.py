@@ -163,17 +163,22 @@ class LabRunner:
             )
             values = {m: float(MEASURES[m].fn(ctx)) for m in measures}
         result = ArmResult(arm.name, seed, key, run_key, values, diverged)
+        self.store(result, measures=list(measures), eval=list(evals), config=cfg.to_dict())
+        return result
+
+    def store(self, result: ArmResult, **provenance: Any) -> Path:
+        """Write ``result`` to the cache with what produced it (measures, eval settings,
+        config); the report needs only the result itself."""
         record = {
             "format": RESULT_FORMAT,
             **result.to_dict(),
-            "measures": list(measures),
-            "eval": list(evals),
             "measures_version": MEASURES_VERSION,
             "selfsup": selfsup.__version__,
-            "config": cfg.to_dict(),
+            **provenance,
         }
-        _write_json(self.results_dir / f"{key}.json", record)
-        return result
+        path = self.results_dir / f"{result.key}.json"
+        _write_json(path, record)
+        return path
 
     def _train(self, cfg: Config, run_dir: Path, train_set: ImageDataset) -> bool:
         """Train (or resume, or skip a finished run of) ``cfg``; True when it diverged."""

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from selfsup.config import apply_overrides
 from selfsup.lab.arms import ArmSpec, preset_config, run_plan, train_images
-from selfsup.lab.runner import ArmResult, LabRunner, _write_json
+from selfsup.lab.runner import ArmResult, LabRunner, write_json
 from selfsup.lab.settings import EVAL_SECONDS, THROUGHPUT, LabSettings
 from selfsup.lab.verdict import Measurement, Verdict
 from selfsup.progress import say
@@ -198,7 +198,7 @@ def save_record(
         "command": command,
         "results": [{"arm": r.arm, "seed": r.seed, "key": r.key} for r in done],
     }
-    _write_json(settings.lab_dir / "claims" / f"{claim.id}.json", record)
+    write_json(settings.lab_dir / "claims" / f"{claim.id}.json", record)
     return command
 
 

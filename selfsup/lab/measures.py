@@ -44,10 +44,15 @@ class MeasureContext:
     device: str
     eval_overrides: tuple[str, ...]
     finetune_labels: str
+    measures: tuple[str, ...] = ()  # all this arm is measured by: the feature protocols run once
     _rows: dict[tuple[Any, ...], EvalRow] = field(default_factory=dict)
 
     def row(self, protocols: tuple[str, ...], labels: tuple[str, ...] = ("100%",)) -> EvalRow:
-        """The arm's encoder under ``protocols`` (once per context; no baselines)."""
+        """The arm's encoder under ``protocols`` (no baselines), evaluated once per context;
+        k-NN and linear together when both are wanted, so the features are extracted once
+        (and not cached on disk: the lab caches the numbers)."""
+        if set(protocols) <= {"knn", "linear"}:
+            protocols = tuple(p for p in ("knn", "linear") if p in protocols or p in self.measures)
         key = (protocols, labels)
         if key not in self._rows:
             from selfsup.eval.run import evaluate_run
@@ -60,6 +65,7 @@ class MeasureContext:
                 eval_sets=self.eval_sets,
                 overrides=self.eval_overrides,
                 labels=labels,
+                cache=False,
             )
         return self._rows[key]
 

@@ -33,7 +33,7 @@ from selfsup.train.device import resolve_device
 from selfsup.train.run_dir import run_status
 from selfsup.train.trainer import NonFiniteLossError, Trainer
 
-__all__ = ["RESULT_FORMAT", "ArmResult", "LabRunner"]
+__all__ = ["RESULT_FORMAT", "ArmResult", "LabRunner", "write_json"]
 
 RESULT_FORMAT = "selfsup-lab-result/1"
 # Filled in by the trainer, not chosen: a run directory whose config differs only here matches.
@@ -77,7 +77,7 @@ class ArmResult:
         )
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write atomically: a result file is whole or absent."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -160,6 +160,7 @@ class LabRunner:
                 str(resolve_device(cfg.train.device)),
                 tuple(evals),
                 FINETUNE_LABELS,
+                tuple(measures),
             )
             values = {m: float(MEASURES[m].fn(ctx)) for m in measures}
         result = ArmResult(arm.name, seed, key, run_key, values, diverged)
@@ -177,7 +178,7 @@ class LabRunner:
             **provenance,
         }
         path = self.results_dir / f"{result.key}.json"
-        _write_json(path, record)
+        write_json(path, record)
         return path
 
     def _train(self, cfg: Config, run_dir: Path, train_set: ImageDataset) -> bool:

@@ -56,6 +56,8 @@ def claim_markdown(result: ClaimResult, png: str | None = None) -> str:
         for arm in claim.arms
     ]
     seeds = ", ".join(str(s) for s in result.seeds)
+    machines = sorted({r.machine for r in result.results.results if r.machine})
+    where = f" **Machine:** {'; '.join(machines)}." if machines else ""
     lines = [
         f"## {claim.number}. {claim.name}: {result.verdict.text}",
         "",
@@ -63,7 +65,7 @@ def claim_markdown(result: ClaimResult, png: str | None = None) -> str:
         "",
         f"**Setup.** {claim.setup}",
         "",
-        f"**Budget.** {budget_text(claim, result.settings)}. **Seeds:** {seeds}.",
+        f"**Budget.** {budget_text(claim, result.settings)}. **Seeds:** {seeds}.{where}",
         "",
         header,
         rule,

@@ -23,6 +23,7 @@ from typing import Any
 
 import selfsup
 from selfsup import build
+from selfsup.bench.machine import machine_description
 from selfsup.config import Config, config_changes
 from selfsup.data import ImageDataset
 from selfsup.lab.arms import ArmSpec, arm_config, base_config, config_key, digest
@@ -51,6 +52,7 @@ class ArmResult:
     values: dict[str, float]  # NaN where the run diverged
     diverged: bool = False
     cached: bool = False
+    machine: str = ""  # where it was measured (seconds and ms per step depend on it)
 
     def to_dict(self) -> dict[str, Any]:
         values = {k: (v if math.isfinite(v) else None) for k, v in self.values.items()}
@@ -61,6 +63,7 @@ class ArmResult:
             "run_key": self.run_key,
             "values": values,
             "diverged": self.diverged,
+            "machine": self.machine,
         }
 
     @classmethod
@@ -74,6 +77,7 @@ class ArmResult:
             values,
             bool(data.get("diverged", False)),
             cached,
+            str(data.get("machine", "")),
         )
 
 
@@ -150,6 +154,7 @@ class LabRunner:
         steps = cfg.train.total_steps
         say(f"  {arm.name}, seed {seed}: {cfg.method}, {steps} steps in {run_dir}")
         diverged = self._train(cfg, run_dir, train_set)
+        device = resolve_device(cfg.train.device)
         if diverged:
             values = {m: math.nan for m in measures}
         else:
@@ -157,13 +162,14 @@ class LabRunner:
                 run_dir,
                 cfg,
                 self._labelled(cfg, train_set),
-                str(resolve_device(cfg.train.device)),
+                str(device),
                 tuple(evals),
                 FINETUNE_LABELS,
                 tuple(measures),
             )
             values = {m: float(MEASURES[m].fn(ctx)) for m in measures}
-        result = ArmResult(arm.name, seed, key, run_key, values, diverged)
+        machine = machine_description(device)
+        result = ArmResult(arm.name, seed, key, run_key, values, diverged, machine=machine)
         self.store(result, measures=list(measures), eval=list(evals), config=cfg.to_dict())
         return result
 

@@ -29,7 +29,7 @@ def synthetic_lab(lab_dir: Path) -> LabSettings:
             for seed in (0, 1):
                 numbers = {m: v + 0.2 * seed for m, v in values[arm.name].items()}
                 key = digest([claim_id, arm.name, seed])
-                done.append(ArmResult(arm.name, seed, key, "no-run", numbers))
+                done.append(ArmResult(arm.name, seed, key, "no-run", numbers, machine="a CPU"))
                 runner.store(done[-1])
         save_record(claim, settings, (0, 1), done)
     return settings

@@ -29,7 +29,7 @@ def test_the_report_is_rebuilt_from_the_cache_alone(tmp_path, monkeypatch) -> No
     assert "**Claim.** NT-Xent works best at a low temperature" in section
     assert "**Setup.** SimCLR's Fashion-MNIST preset" in section
     assert "**Budget.** 5 arms x 2 seeds, 1 epoch of fashion_mnist (60000 images) each" in section
-    assert "**Seeds:** 0, 1." in section
+    assert "**Seeds:** 0, 1. **Machine:** a CPU." in section
     assert "| arm | k-NN top-1 % |" in section and "| tau 0.1 | 85.10 ± 0.10 |" in section
     assert "**Verdict: holds.**" in section and "- holds: tau 0.1 85.10 ± 0.10 is best" in section
     assert "![NT-Xent needs a low temperature](img/claims/temperature.png)" in section

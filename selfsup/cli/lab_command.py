@@ -66,8 +66,9 @@ def add_lab_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--report",
-        default="docs/claims.md",
-        help="the report `all` and --report-only write (figures in img/claims/ beside it)",
+        help="the report `all` and --report-only write, figures in img/claims/ beside it "
+        "(default docs/claims.md; LAB_DIR/claims.md with --tiny, another --data or --scale, so "
+        "that a quick look never replaces the real page)",
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (train.device)")
     p.set_defaults(func=cmd_lab)
@@ -84,10 +85,12 @@ def cmd_lab(args: argparse.Namespace) -> int:
     if args.list:
         print(_listing(settings))
         return 0
+    default_size = not args.tiny and args.data == "fashion_mnist" and args.scale == 1
+    report = Path(args.report or ("docs/claims.md" if default_size else lab_dir / "claims.md"))
     if args.report_only:
         if args.claims:
             raise ValueError("--report-only rebuilds the report from the cache; give no claims")
-        return _report(lab_dir, Path(args.report))
+        return _report(lab_dir, report)
     if not args.claims:
         raise ValueError("name a claim (`selfsup lab --list`), `all`, or --report-only")
     every = args.claims == ["all"]
@@ -97,7 +100,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
         result = run_claim(claim, settings, runner)
         print(_summary(result))
     if every:
-        return _report(lab_dir, Path(args.report))
+        return _report(lab_dir, report)
     return 0
 
 

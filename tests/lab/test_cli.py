@@ -30,6 +30,9 @@ def test_a_tiny_claim_prints_its_table_verdict_figure_and_command(tmp_path, caps
     assert f"figure: {lab}/plots/projection-head.png" in out
     assert f"command: selfsup lab projection-head --tiny --seeds 0,1 --lab-dir {lab}" in out
     assert (lab / "claims" / "projection-head.json").is_file()
+    # A tiny lab's report goes beside it, never over docs/claims.md.
+    assert main(["lab", "--report-only", "--tiny", "--lab-dir", str(lab)]) == 0
+    assert f"wrote {lab / 'claims.md'}" in capsys.readouterr().out
 
 
 def test_report_only_writes_the_page_from_the_cache(tmp_path, capsys) -> None:

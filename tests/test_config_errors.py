@@ -63,7 +63,7 @@ def pretrain_error(args: list[str], run: Path, capsys: pytest.CaptureFixture[str
                 "backbone.patch_size=4",
                 "mae.mask_ratio=1.0",
             ],
-            ["mae.mask_ratio=1.0", "(0, 1)", "no input"],
+            ["mae.mask_ratio=1.0", "[0, 1)", "no input"],
         ),
         (["method=byol", "train.batch_size=1"], ["byol needs at least 2 images"]),
         (["train.epochs=0"], ["train.epochs must be >= 1"]),

@@ -1,4 +1,4 @@
-"""The ``selfsup`` command: pretrain, eval, embed, export, viz, report, bench, demo.
+"""The ``selfsup`` command: pretrain, eval, embed, export, viz, report, bench, lab, demo.
 
 Every command reads a YAML config plus ``key=value`` overrides; ``selfsup pretrain --help`` lists
 every option with its meaning and safe range. Bad input ends with one line that names the problem

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from selfsup.cli.lab_command import add_lab_parser
 from selfsup.cli.run_commands import (
     cmd_demo,
     cmd_embed,
@@ -348,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest accepted max|difference| / max|feature|; float32 exports reach ~1e-6",
     )
     p.set_defaults(func=cmd_export)
+
+    add_lab_parser(sub)
 
     p = sub.add_parser("demo", help="short SimCLR pre-training + evaluation (embedded default)")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. train.epochs=1")

@@ -60,6 +60,13 @@ class EvalConfig(Section):
         description="fine-tuning epochs; null = the recipe's: ResNet 60 (1% labels) / 30 (more), "
         "ViT 100",
     )
+    finetune_warmup_epochs: Float | None = Field(
+        None,
+        ge=0,
+        description="linear lr warm-up of fine-tuning, in epochs; null = the recipe's: ResNet 0, "
+        "ViT 5 (MAE). Scale it with eval.finetune_epochs: a shortened run of 5 epochs or fewer "
+        "is otherwise all warm-up",
+    )
     finetune_lrs: list[Annotated[Float, Field(gt=0)]] | None = Field(
         None,
         description="base lrs (x batch/256) of the head tried on validation; null = ResNet "

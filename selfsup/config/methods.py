@@ -199,12 +199,13 @@ class MAEConfig(Section):
 
     mask_ratio: Float = Field(
         0.75,
-        gt=0,
+        ge=0,
         lt=1,
-        description="fraction of patches removed, in (0, 1); 0.75 in the paper",
+        description="fraction of patches removed, in [0, 1); 0.75 in the paper; 0 = the plain "
+        "autoencoder baseline (every patch visible, the loss over all of them)",
         json_schema_extra=says(
-            "{key}={value}: the ratio of removed patches must be in (0, 1) (0.75 in the paper); "
-            "0 leaves nothing to reconstruct and 1 leaves the encoder no input"
+            "{key}={value}: the ratio of removed patches must be in [0, 1) (0.75 in the paper; 0 "
+            "= the plain autoencoder); 1 leaves the encoder no input"
         ),
     )
     decoder_dim: Int = Field(512, ge=1, description="decoder width (paper: 512)")

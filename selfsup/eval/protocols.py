@@ -151,6 +151,7 @@ def image_recipe(cfg: Config, protocol: str, fraction: float) -> FinetuneRecipe:
         frozen=frozen,
         head_batch_norm=linear_batch_norm(cfg) if frozen else False,
         epochs=e.probe_epochs if frozen else e.finetune_epochs,
+        warmup_epochs=None if frozen else e.finetune_warmup_epochs,
         base_lrs=e.probe_lrs if frozen else e.finetune_lrs,
         batch_size=e.finetune_batch_size,
         encoder_lr_scale=e.finetune_encoder_lr_scale,

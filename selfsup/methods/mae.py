@@ -21,7 +21,9 @@ One view per image, in the order of the paper's figure:
     \text{norm\_pix\_loss} \\ x_i & \text{otherwise} \end{cases}
 
 with ``x_i`` the pixels of patch ``i``, ``mu_i`` / ``sigma_i^2`` their mean and (unbiased)
-variance, and ``m_i = 1`` for removed patches. The pixels are the method's inputs, i.e. the
+variance, and ``m_i = 1`` for removed patches. ``mask_ratio = 0`` is the plain autoencoder the
+paper compares against: every patch is visible, nothing is shuffled, and the loss is the mean
+over all patches (``m_i = 1`` everywhere in the sum above, none removed). The pixels are the method's inputs, i.e. the
 images after the view recipe's mean/std normalisation (the official code does the same with
 ImageNet statistics).
 
@@ -35,6 +37,8 @@ Differences from the reference:
       :func:`selfsup.nn.masking.num_kept`); it equals the official ``int(L * (1 - r))``
       wherever that is not a round-off artefact.
     * The encoder's position embedding is a buffer, not a frozen parameter (same values).
+    * ``mask_ratio = 0`` runs the plain autoencoder (loss over every patch); the official code
+      has no such mode (its masked mean would divide by zero removed patches).
 """
 
 from __future__ import annotations
@@ -71,7 +75,8 @@ class MAE(Method):
         backbone: the ViT encoder (its ``image_size`` and ``patch_size`` fix the patch grid).
         view_recipe: exactly one view of side ``encoder.image_size`` (crop + flip, e.g.
             :func:`selfsup.views.mae_view`).
-        mask_ratio: fraction of patches removed, in (0, 1); 0.75 in the paper.
+        mask_ratio: fraction of patches removed, in [0, 1); 0.75 in the paper. 0 is the plain
+            autoencoder (every patch visible, the loss over all patches): the ablation baseline.
         decoder_dim: decoder width (512 in the paper); divisible by 4 and ``decoder_heads``.
         decoder_depth: decoder Transformer blocks (8 in the paper).
         decoder_heads: decoder attention heads (16 in the paper).
@@ -123,7 +128,8 @@ class MAE(Method):
             )
         if decoder_depth < 1:
             raise ValueError(f"decoder_depth must be >= 1 block, got {decoder_depth}")
-        num_kept(encoder.num_patches, mask_ratio)  # validates the ratio for this grid
+        if mask_ratio != 0:  # 0: the plain autoencoder, nothing to validate
+            num_kept(encoder.num_patches, mask_ratio)  # validates the ratio for this grid
         self.mask_ratio = mask_ratio
         self.norm_pix_loss = norm_pix_loss
         self.patch_size = encoder.patch_size
@@ -167,9 +173,16 @@ class MAE(Method):
         self, imgs: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Images ``[B, C, H, W]`` -> ``latent [B, 1 + L_keep, D]``, ``mask [B, L]``,
-        ``ids_restore [B, L]``; the ViT sees the cls token and the visible patches only."""
+        ``ids_restore [B, L]``; the ViT sees the cls token and the visible patches only (every
+        patch, in image order, when ``mask_ratio`` is 0)."""
         tokens = self.encoder.patch_tokens(imgs)  # [B, L, D], position embedding added
-        visible, mask, ids_restore = random_masking(tokens, self.mask_ratio, generator)
+        if self.mask_ratio == 0:  # the plain autoencoder: nothing removed, nothing shuffled
+            batch, length, _ = tokens.shape
+            mask = tokens.new_zeros(batch, length, dtype=torch.float32)  # [B, L]
+            ids_restore = torch.arange(length, device=tokens.device).expand(batch, -1)
+            visible = tokens
+        else:
+            visible, mask, ids_restore = random_masking(tokens, self.mask_ratio, generator)
         latent = self.encoder.forward_tokens(visible)  # [B, 1 + L_keep, D]
         return latent, mask, ids_restore
 
@@ -202,11 +215,14 @@ class MAE(Method):
         return target, mean, std
 
     def forward_loss(self, imgs: Tensor, pred: Tensor, mask: Tensor) -> Tensor:
-        """Mean over removed patches of the per-patch MSE between ``pred`` and the pixels."""
+        """Mean over removed patches of the per-patch MSE between ``pred`` and the pixels (over
+        every patch for the plain autoencoder, ``mask_ratio`` 0, which removes none)."""
         target, mean, std = self._target(imgs)  # [B, L, p*p*C], [B, L, 1], [B, L, 1]
         if self.norm_pix_loss:
             target = (target - mean) / std
         per_patch = (pred.float() - target).pow(2).mean(dim=-1)  # [B, L]
+        if self.mask_ratio == 0:
+            return per_patch.mean()
         return (per_patch * mask).sum() / mask.sum()
 
     def training_step(self, views: list[Tensor]) -> StepOutput:

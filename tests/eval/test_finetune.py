@@ -12,6 +12,7 @@ from selfsup.eval import finetune as finetune_module
 from selfsup.eval import linear as linear_module
 from selfsup.eval.finetune import finetune, layer_lr_scales, recipe_for
 from selfsup.eval.subsets import stratified_subset
+from tests.conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +101,13 @@ def test_recipes_follow_the_papers():
     frozen = recipe_for("vit_small", 0.1, frozen=True, head_batch_norm=True)
     assert frozen.frozen and frozen.head_batch_norm and frozen.epochs == 90
     assert recipe_for("resnet18", 0.1, epochs=3, base_lrs=[0.5]).base_lrs == (0.5,)
+
+
+def test_finetune_warmup_follows_the_config_and_defaults_to_the_recipe():
+    from selfsup.eval.protocols import image_recipe
+
+    cfg = tiny_config("backbone.name=vit_micro", "backbone.patch_size=2")
+    assert image_recipe(cfg, "finetune", 0.1).warmup_epochs == 5  # MAE's recipe
+    cfg.eval.finetune_warmup_epochs = 0.5  # a 3-epoch run scaled down with its warm-up
+    assert image_recipe(cfg, "finetune", 0.1).warmup_epochs == 0.5
+    assert image_recipe(cfg, "linear_aug", 0.1).warmup_epochs == 0  # the frozen protocol's

@@ -141,11 +141,40 @@ def test_training_step_contract():
 def test_constructor_refuses_bad_settings():
     with pytest.raises(ValueError, match="exactly 1 view"):
         _mae(views=2)
-    for ratio in (0.0, 1.0):
+    for ratio in (1.0, -0.25):
         with pytest.raises(ValueError, match=r"strictly between 0 and 1.*MAE uses 0\.75"):
             _mae(mask_ratio=ratio)
+    with pytest.raises(ValueError, match="masks no patch"):  # > 0 but removes no patch of 16
+        _mae(mask_ratio=1e-9)
     with pytest.raises(ValueError, match="make the view size equal"):
         _mae(size=20)
+
+
+def test_mask_ratio_zero_is_the_plain_autoencoder():
+    """Ratio 0: the encoder sees every patch in image order and the loss is the mean squared
+    error over all patches (the paper's "no masking" baseline), not a NaN masked mean."""
+    method = _mae(mask_ratio=0.0)
+    imgs = torch.randn(3, 1, 16, 16)
+    tokens = method.encoder.patch_tokens(imgs)  # [3, 16, 32]
+    seen: list[torch.Tensor] = []
+    method.encoder.blocks[0].register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    latent, mask, ids_restore = method.forward_encoder(imgs)
+    assert latent.shape == (3, 1 + 16, 32)
+    torch.testing.assert_close(seen[0][:, 1:], tokens)  # every patch, unshuffled
+    assert torch.equal(mask, torch.zeros(3, 16))
+    assert torch.equal(ids_restore, torch.arange(16).expand(3, -1))
+    # Unmasked, the encoder's cls features are those of the plain feature extractor.
+    assert method.encoder.pool == "cls"
+    torch.testing.assert_close(latent[:, 0], method.encoder(imgs))
+    pred = method.forward_decoder(latent, ids_restore)  # [3, 16, 16]
+    loss = method.forward_loss(imgs, pred, mask)
+    expected = (pred - patchify(imgs, 4)).pow(2).mean()
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    views = method.make_views(torch.randint(0, 256, (4, 1, 20, 20), dtype=torch.uint8))
+    out = method.training_step(views)
+    out.loss.backward()
+    assert method.encoder.patch_embed.proj.weight.grad.abs().sum() > 0
+    assert method.mask_token.grad is None or method.mask_token.grad.abs().sum() == 0  # unused
 
 
 def test_reconstruct_returns_images_and_the_mask():

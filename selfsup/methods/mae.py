@@ -23,9 +23,9 @@ One view per image, in the order of the paper's figure:
 with ``x_i`` the pixels of patch ``i``, ``mu_i`` / ``sigma_i^2`` their mean and (unbiased)
 variance, and ``m_i = 1`` for removed patches. ``mask_ratio = 0`` is the plain autoencoder the
 paper compares against: every patch is visible, nothing is shuffled, and the loss is the mean
-over all patches (``m_i = 1`` everywhere in the sum above, none removed). The pixels are the method's inputs, i.e. the
-images after the view recipe's mean/std normalisation (the official code does the same with
-ImageNet statistics).
+over all patches (``m_i = 1`` everywhere in the sum above, none removed). The pixels are the
+method's inputs, i.e. the images after the view recipe's mean/std normalisation (the official
+code does the same with ImageNet statistics).
 
 Downstream, the encoder is the ViT without masking (all patches, cls or mean pooling).
 

@@ -133,8 +133,12 @@ def test_a_killed_worker_is_restarted_by_torchrun_and_the_run_resumes(
     uninterrupted: Path, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "elastic"
-    # Rank 1 dies by SIGKILL after step 5; the last checkpoint is step 4 (every 2 steps).
-    done = torchrun(run_dir, kill=(1, 5), restarts=1)
+    # Rank 1 dies by SIGKILL after step 5; the last checkpoint is step 4 (every 2 steps). A
+    # second restart is allowed: on a loaded machine torch 2.14's gloo teardown has aborted a
+    # finished worker at exit ("terminate called without an active exception", once in the
+    # suite beside two trainings); a restart then finds the run finished and exits 0, which is
+    # what a user's torchrun --max-restarts gives too (docs/distributed.md).
+    done = torchrun(run_dir, kill=(1, 5), restarts=2)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "torchrun restart 1: resuming its last checkpoint" in done.stderr
     assert "at step 4" in done.stderr

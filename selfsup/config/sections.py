@@ -224,8 +224,8 @@ class TrainConfig(Section):
         "first steps uncompiled, then compiles when the remaining steps would save at least "
         "1.5x the compile time, by the speed-up and compile time measured for the method on "
         "this kind of device (selfsup/train/compile_policy.py; a method not measured there stays "
-        "uncompiled). E.g. SimCLR on a 2-core CPU: +24% img/s, the first step compiles for "
-        "about a minute. A compiled run keeps its compile cache in RUN/compile_cache.bin for "
+        "uncompiled). On the 2-core CPU measured, compiling costs 1.5-2 minutes and SimCLR and "
+        "MoCo v3 run no faster, so auto keeps them eager there. A compiled run keeps its compile cache in RUN/compile_cache.bin for "
         "--resume",
         json_schema_extra=says("{key} must be true, false or auto, got {value}"),
     )

@@ -26,6 +26,7 @@ TABLE = {
     ("m", "cpu"): CompileGain(speedup=1.25, compile_s=60.0, machine="test", warm_compile_s=20.0),
     ("cold_only", "cpu"): CompileGain(speedup=1.25, compile_s=60.0, machine="test"),
     ("unmeasured", "cpu"): None,
+    ("slower", "cpu"): CompileGain(speedup=0.9, compile_s=60.0, machine="test"),
 }
 
 
@@ -48,6 +49,13 @@ def test_auto_compiles_when_the_saving_pays_back_the_compile_time_with_a_margin(
     assert not _decide("m", 450).compile and _decide("m", 451).compile
     # slower steps pay back sooner
     assert _decide("m", 300, step_s=2.0).compile
+
+
+def test_auto_never_compiles_a_method_measured_no_faster_compiled():
+    off = _decide("slower", 10**7, step_s=10.0)  # however long the run
+    assert off == CompileDecision(
+        False, "auto: slower ran 0.90x as fast compiled when measured here"
+    )
 
 
 def test_auto_counts_the_warm_cache_compile_time_where_it_is_measured():
@@ -76,8 +84,11 @@ def _records(run_dir, kind: str) -> list[dict]:
     return [x for x in lines if x["kind"] == kind]
 
 
-def test_tiny_runs_never_compile_under_auto(tmp_path):
-    trainer = Trainer(tiny_config(), tmp_path / "run")  # 22 steps, SimCLR on the CPU: measured
+def test_tiny_runs_never_compile_under_auto(tmp_path, monkeypatch):
+    # even where compiling pays (+25%, 60 s), 22 steps of SimCLR on the CPU cannot pay it back
+    gain = CompileGain(speedup=1.25, compile_s=60.0, machine="test")
+    monkeypatch.setitem(compile_policy.MEASURED, ("simclr", "cpu"), gain)
+    trainer = Trainer(tiny_config(), tmp_path / "run")
     trainer.fit()
     assert trainer.cfg.train.compile == "auto" and trainer.train_step.compiled_step is None
     assert _records(tmp_path / "run", "setup")[0]["compile"] == "auto"

@@ -5,14 +5,9 @@
         nonfinite.after_step(result, step + 1, epoch)  # lr/wd of the step, optimiser step
         log; at the epoch end: epoch record, online k-NN, best-k; checkpoint when due
 
-around which the trainer keeps the run directory (config.yaml, metrics.jsonl, atomic
-checkpoints, the encoder, compile_cache.bin). Each concern has a module of its own: ``device``,
-``interrupt`` (Ctrl-C), ``nonfinite``, ``compile_policy`` (whether and when to compile, the
-cache), ``metrics``, ``epoch_monitor`` (online k-NN, probe top-1, collapse), ``checkpoint_policy``
-(when) and ``run_state`` (what a checkpoint holds); the step trains the online probe.
-
-What is guaranteed (exact resume after a kill, atomic checkpoints, NaN/inf policy, disk errors,
-Ctrl-C) is written down in ``docs/reliability.md`` and tested in ``tests/train``.
+around which the trainer keeps the run directory. Each concern has a module of its own:
+``device``, ``interrupt``, ``nonfinite``, ``compile_policy``, ``metrics``, ``epoch_monitor``,
+``checkpoint_policy``, ``run_state``; the guarantees are in ``docs/reliability.md``.
 """
 
 from __future__ import annotations

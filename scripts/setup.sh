@@ -9,8 +9,23 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt 2> >(grep -v "^WARNING: Location" >&2)
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e . 2> >(grep -v "^WARNING: Location" >&2)
+# torch 2.14.1's Linux wheel brings the CUDA libraries: the venv is about 6.1 GB, and pip holds
+# downloaded wheels in a temporary folder until they are installed. Keep that folder on the venv's
+# disk (not a small /tmp), skip pip's wheel cache (a second copy), and say so when space is short.
+if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+  free_gb=$(df -Pk . | awk 'NR == 2 { printf "%d", $4 / 1048576 }')
+  if [ "$free_gb" -lt 10 ]; then
+    echo "warning: ${free_gb} GB free here; installing torch needs about 10 GB during the install" \
+      "(6.1 GB once installed). Free some space if pip stops with 'No space left on device'." >&2
+  fi
+fi
+mkdir -p .venv/pip-tmp
+export TMPDIR="$PWD/.venv/pip-tmp"
+PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-cache-dir)
+"${PIP[@]}" -r requirements.txt 2> >(grep -v "^WARNING: Location" >&2)
+"${PIP[@]}" --no-deps -e . 2> >(grep -v "^WARNING: Location" >&2)
+unset TMPDIR
+rm -rf .venv/pip-tmp
 
 if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -86,13 +86,13 @@ DINO_COLLAPSE = register_claim(
         "without centering the entropy is below a fifth of DINO's for every seed, and without "
         "sharpening its distance to uniform is below a fifth of DINO's.",
         arms=(
-            ArmSpec("DINO", DINO, epochs=0.5, per_run=DINO_FREEZE),
-            ArmSpec("no centering", DINO, ("dino.center_momentum=1.0",), 0.5, per_run=DINO_FREEZE),
+            ArmSpec("DINO", DINO, epochs=1.0, per_run=DINO_FREEZE),
+            ArmSpec("no centering", DINO, ("dino.center_momentum=1.0",), 1.0, per_run=DINO_FREEZE),
             ArmSpec(
                 "no sharpening",
                 DINO,
                 ("dino.teacher_temperature=0.1", "dino.warmup_teacher_temperature=0.1"),
-                0.5,
+                1.0,
                 per_run=DINO_FREEZE,
             ),
         ),

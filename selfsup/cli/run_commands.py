@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from selfsup import build
 from selfsup.config import Config, ConfigError, apply_method_defaults, apply_overrides
+from selfsup.data import ImageDataset
 from selfsup.progress import ProgressStyle, say
 
 
@@ -273,9 +275,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from selfsup.train.trainer import Trainer
 
     cfg = build_config(None, args.overrides, base=demo_config())
-    trainer = Trainer(cfg, args.run_dir, overwrite=args.overwrite)
+    train_set = build.train_dataset(cfg)
+    if args.minutes:
+        fit_demo_to_budget(cfg, train_set, args.minutes)
+    trainer = Trainer(cfg, args.run_dir, train_set, overwrite=args.overwrite)
+    epochs = trainer.total_steps / trainer.steps_per_epoch
     print(
-        f"selfsup demo: SimCLR on {cfg.data.dataset}, {cfg.train.epochs} epoch(s), "
+        f"selfsup demo: SimCLR on {cfg.data.dataset}, {epochs:.3g} epoch(s), "
         f"{cfg.backbone.name} x{cfg.backbone.width}, batch {cfg.train.batch_size}, "
         f"device {trainer.device}, run directory {trainer.run_dir}"
     )
@@ -292,6 +298,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print()
     print(eval_run.format_table(rows))
     return 0
+
+
+def fit_demo_to_budget(cfg: Config, train_set: ImageDataset, minutes: float) -> None:
+    """Shorten the demo's schedule (``train.total_steps``) when its epochs would not fit in
+    ``minutes`` of pre-training on this machine, timed by a short calibration run. A machine
+    with fast bf16 trains the 4 epochs in about 5.5 minutes; a 2-core CPU without it (fp32, a
+    third of the speed) trains what fits, so that the whole demo stays under 10 minutes."""
+    from selfsup.bench.time_to_accuracy import calibrate, planned_steps_for
+
+    steps_per_epoch = len(train_set) // cfg.train.batch_size  # the loader drops the last batch
+    full = cfg.train.planned_steps(steps_per_epoch)
+    img_per_s, _ = calibrate(cfg, train_set)
+    fits = planned_steps_for(60 * minutes, img_per_s, cfg.train.batch_size)
+    if fits >= full:
+        return
+    full_s = full * cfg.train.batch_size / img_per_s
+    say(
+        f"this machine trains the demo at {img_per_s:.0f} img/s: {full / steps_per_epoch:.3g} "
+        f"epochs would take {full_s / 60:.1f} minutes, so the demo trains "
+        f"{fits / steps_per_epoch:.2f} epochs ({fits} steps, the schedule sized to them) to stay "
+        f"within {minutes:g} minutes; `selfsup demo --minutes 0` trains them all"
+    )
+    cfg.train.total_steps = fits
 
 
 # -- parser -----------------------------------------------------------------------------------------

@@ -238,3 +238,37 @@ def test_dino_vit_runs_from_the_cli_and_draws_attention(run_dir, tmp_path, capsy
     capsys.readouterr()
     assert main(["viz", "attention", str(run_dir)]) == 2  # the SimCLR ResNet has no attention
     assert "needs a ViT run" in capsys.readouterr().err
+
+
+def test_demo_shortens_its_schedule_to_fit_the_budget_on_a_slow_machine(
+    tmp_path, capsys, monkeypatch
+):
+    # digits: 1437 training images, 11 steps of 128 an epoch, 22 for the 2 epochs asked
+    calls = []
+
+    def slow(cfg, dataset):  # a machine that trains 100 img/s
+        calls.append(cfg.train.batch_size)
+        return 100.0, 0.5
+
+    monkeypatch.setattr("selfsup.bench.time_to_accuracy.calibrate", slow)
+    run = tmp_path / "demo"
+    # 0.1 minutes at 100 img/s: 0.85 x 6 s x 100 / 128 -> 3 steps instead of 22
+    args = ["demo", *TINY, "train.epochs=2", "train.knn_every=0", "--minutes", "0.1"]
+    assert main([*args, "--run-dir", str(run)]) == 0
+    out, err = capsys.readouterr()
+    assert calls == [128]
+    assert "this machine trains the demo at 100 img/s: 2 epochs would take 0.5 minutes" in err
+    assert "trains 0.27 epochs (3 steps, the schedule sized to them)" in err
+    assert "selfsup demo: SimCLR on digits, 0.273 epoch(s)" in out
+    assert "pre-training: 3 steps" in out and "raw pixels" in out
+    assert "total_steps: 3" in (run / "config.yaml").read_text()
+
+    # a fast machine, or --minutes 0, keeps every epoch and does not calibrate
+    monkeypatch.setattr("selfsup.bench.time_to_accuracy.calibrate", lambda c, d: (1e6, 0.1))
+    assert main([*args, "--run-dir", str(tmp_path / "fast")]) == 0
+    assert "selfsup demo: SimCLR on digits, 2 epoch(s)" in capsys.readouterr().out
+    calls.clear()
+    monkeypatch.setattr("selfsup.bench.time_to_accuracy.calibrate", slow)
+    args[-1] = "0"
+    assert main([*args, "train.max_steps=1", "--run-dir", str(tmp_path / "all")]) == 0
+    assert calls == [] and "2 epoch(s)" in capsys.readouterr().out

@@ -263,6 +263,14 @@ def test_demo_shortens_its_schedule_to_fit_the_budget_on_a_slow_machine(
     assert "pre-training: 3 steps" in out and "raw pixels" in out
     assert "total_steps: 3" in (run / "config.yaml").read_text()
 
+    # a machine so slow that its evaluation eats the 10 minutes: 5 img/s estimate 60 s + 2 x
+    # 1437 x 7/6 / 15 s = 284 s of evaluation, so the default 7 minutes become 570 - 284 = 286 s
+    # of pre-training: 0.85 x 286 x 5 / 128 -> 9 steps
+    monkeypatch.setattr("selfsup.bench.time_to_accuracy.calibrate", lambda c, d: (5.0, 0.5))
+    assert main([*args[:-2], "--run-dir", str(tmp_path / "slower")]) == 0
+    err = capsys.readouterr().err
+    assert "(9 steps, the schedule sized to them) to stay within 4.8 minutes of pre-training" in err
+
     # a fast machine, or --minutes 0, keeps every epoch and does not calibrate
     monkeypatch.setattr("selfsup.bench.time_to_accuracy.calibrate", lambda c, d: (1e6, 0.1))
     assert main([*args, "--run-dir", str(tmp_path / "fast")]) == 0

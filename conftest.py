@@ -1,6 +1,6 @@
 """Root pytest configuration: names every docstring example may use without importing, and
-one share of the CPU per pytest-xdist worker (``scripts/test.sh`` runs one per core, at most 4), so that
-two workers on two cores do not each start two threads."""
+one share of the CPU per pytest-xdist worker (``scripts/test.sh`` runs one per core, at most
+4), so that two workers on two cores do not each start two threads."""
 
 import os
 

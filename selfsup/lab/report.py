@@ -3,6 +3,13 @@
 Nothing is trained or measured here: each claim's record (``LAB_DIR/claims/<id>.json``) names
 its cached results, the verdict is recomputed by the claim's rule from those numbers, and the
 figure is drawn again next to the page (``img/claims/<id>.png``).
+
+A claim may carry a reading written by hand after looking at its numbers,
+``LAB_DIR/notes/<id>.md``: what the run says and why (e.g. "at equal epochs a small batch takes
+more steps"). Its first line, ``results: <fingerprint>``, names the numbers it was written
+for (the fingerprint is printed under each claim of the page); when the claim is measured
+again and its numbers change, the stale reading is left out with a warning instead of
+describing numbers it never saw.
 """
 
 from __future__ import annotations
@@ -10,12 +17,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from selfsup.lab.arms import digest
 from selfsup.lab.claim import ClaimResult, budget_text, load_record
 from selfsup.lab.measures import MEASURES
 from selfsup.lab.plots import plot_claim
 from selfsup.lab.verdict import Verdict
+from selfsup.progress import say
 
-__all__ = ["claim_markdown", "write_report"]
+__all__ = ["claim_markdown", "read_note", "results_fingerprint", "write_report"]
 
 HEADER = """# Claims about self-supervised learning, checked at small scale
 
@@ -32,6 +41,29 @@ under each claim reproduces its rows (instantly, from the cache, with the same l
 """
 
 
+def results_fingerprint(result: ClaimResult) -> str:
+    """Names the exact numbers of a claim run: a hash of its cached results' keys."""
+    return digest(sorted(r.key for r in result.results.results))[:12]
+
+
+def read_note(lab_dir: Path, result: ClaimResult) -> str | None:
+    """The hand-written reading of ``result`` (``LAB_DIR/notes/<id>.md``), or None when there
+    is none or it was written for other numbers (then a warning says so)."""
+    path = lab_dir / "notes" / f"{result.claim.id}.md"
+    if not path.is_file():
+        return None
+    first, _, body = path.read_text().partition("\n")
+    wanted = results_fingerprint(result)
+    if first.strip() != f"results: {wanted}":
+        say(
+            f"warning: {path} was written for other results ({first.strip()!r}, these are "
+            f"'results: {wanted}'); the report leaves it out: read the new numbers and update "
+            "its first line and text, or delete it"
+        )
+        return None
+    return body.strip() or None
+
+
 def _verdict_lines(verdict: Verdict) -> list[str]:
     lines = [f"**Verdict: {verdict.text}.** {verdict.reason}."]
     for part in verdict.parts:
@@ -39,9 +71,9 @@ def _verdict_lines(verdict: Verdict) -> list[str]:
     return lines
 
 
-def claim_markdown(result: ClaimResult, png: str | None = None) -> str:
-    """The section of one claim: statement, setup, budget, seeds, table, verdict, figure,
-    command."""
+def claim_markdown(result: ClaimResult, png: str | None = None, note: str | None = None) -> str:
+    """The section of one claim: statement, setup, budget, seeds, table, verdict, the
+    hand-written reading if any, figure, command."""
     claim = result.claim
     measures = claim.measures
     header = "| arm | " + " | ".join(MEASURES[m].label for m in measures) + " |"
@@ -74,9 +106,16 @@ def claim_markdown(result: ClaimResult, png: str | None = None) -> str:
         *_verdict_lines(result.verdict),
         "",
     ]
+    if note:
+        lines += [f"**Reading** (written by hand for these numbers). {note}", ""]
     if png:
         lines += [f"![{claim.name}]({png})", ""]
-    lines += [f"Command: `{result.command}`", ""]
+    lines += [
+        f"Command: `{result.command}`",
+        "",
+        f"<!-- results: {results_fingerprint(result)} -->",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -101,7 +140,8 @@ def write_report(lab_dir: Path, out: Path) -> tuple[Path, list[ClaimResult]]:
             f"| {result.claim.number} | [{result.claim.name}](#{anchor}) | "
             f"{result.verdict.text} | {seeds} |"
         )
-        sections.append(f'<a id="{anchor}"></a>\n\n' + claim_markdown(result, link))
+        note = read_note(lab_dir, result)
+        sections.append(f'<a id="{anchor}"></a>\n\n' + claim_markdown(result, link, note))
     text = "\n".join([HEADER, *summary, "", *sections])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

@@ -46,6 +46,10 @@ def test_report_only_writes_the_page_from_the_cache(tmp_path, capsys) -> None:
     )
     assert "9. NT-Xent needs a low temperature: holds" in printed
     assert f"wrote {out}" in printed and out.is_file()
+    # Where a hand-written reading would go, with the fingerprint it must start with.
+    fingerprint = out.read_text().split("<!-- results: ")[-1].split(" -->")[0]  # claim 9's
+    note = settings.lab_dir / "notes" / "temperature.md"
+    assert f"no reading: {note} may give one, first line 'results: {fingerprint}'" in printed
 
 
 @pytest.mark.parametrize(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from selfsup.lab import runner as runner_module
-from selfsup.lab.report import write_report
+from selfsup.lab.report import results_fingerprint, write_report
 from tests.lab.synthetic import synthetic_lab
 
 
@@ -49,3 +51,26 @@ def test_a_missing_result_or_an_empty_lab_is_a_clear_error(tmp_path) -> None:
     next((settings.lab_dir / "results").glob("*.json")).unlink()
     with pytest.raises(FileNotFoundError, match="which is missing; run `selfsup lab"):
         write_report(settings.lab_dir, tmp_path / "claims.md")
+
+
+def test_a_hand_written_reading_joins_only_the_numbers_it_was_written_for(tmp_path, capsys) -> None:
+    settings = synthetic_lab(tmp_path / "lab")
+    out = tmp_path / "docs" / "claims.md"
+    _, results = write_report(settings.lab_dir, out)
+    temperature = next(r for r in results if r.claim.id == "temperature")
+    fingerprint = results_fingerprint(temperature)
+    assert f"<!-- results: {fingerprint} -->" in out.read_text()  # what a note must name
+    notes = settings.lab_dir / "notes"
+    notes.mkdir()
+    (notes / "temperature.md").write_text(f"results: {fingerprint}\n\nLow tau wins here.\n")
+    (notes / "projection-head.md").write_text("results: 0123456789ab\n\nStale reading.\n")
+    write_report(settings.lab_dir, out)
+    text = out.read_text()
+    section = text[text.index("## 9.") :]
+    assert "**Reading** (written by hand for these numbers). Low tau wins here." in section
+    assert "Stale reading" not in text  # written for other numbers: left out, with a warning
+    assert "projection-head.md was written for other results" in capsys.readouterr().err
+    # The fingerprint follows the numbers: another seed's result is another fingerprint.
+    changed = replace(temperature.results.results[0], key="another")
+    temperature.results.results[0] = changed
+    assert results_fingerprint(temperature) != fingerprint

@@ -92,10 +92,14 @@ class Measurement:
     def noise(self, floor: float = 0.0) -> float:
         return max(self.spread, floor)
 
-    def format(self, digits: int = 2) -> str:
-        """``85.21 ± 0.18`` (``(1 seed)`` / ``(1 of 2 diverged)`` added where they apply)."""
+    def format(self, digits: int | None = None) -> str:
+        """``85.21 ± 0.18`` (``(1 seed)`` / ``(1 of 2 diverged)`` added where they apply);
+        without ``digits``, enough of them that a small value (a std of 0.0098) still shows."""
         if not self.n:
             return "diverged"
+        if digits is None:
+            size = abs(self.mean)
+            digits = 2 if size >= 1 or size == 0 else min(6, 1 - math.floor(math.log10(size)) + 1)
         text = f"{self.mean:.{digits}f} ± {self.spread:.{digits}f}"
         if self.diverged:
             text += f" ({self.diverged} of {len(self.values)} diverged)"

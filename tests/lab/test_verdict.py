@@ -42,6 +42,11 @@ def test_measurement_mean_spread_and_format() -> None:
     assert math.isnan(gone.mean) and math.isnan(gone.spread) and gone.format() == "diverged"
     assert gone.to_dict()["values"] == [None, None] and gone.to_dict()["mean"] is None
     assert a.noise(0.3) == 1.0 and one.noise(0.3) == 0.3
+    # A small value keeps three significant digits: BYOL's std without predictor, 0.0124 and
+    # 0.0073, must not read "0.01 ± 0.00" next to the healthy "0.05 ± 0.00".
+    assert m("std", 0.0124, 0.0073).format() == "0.00985 ± 0.00255"
+    assert m("std", 0.551, 0.552).format() == "0.552 ± 0.001"
+    assert m("zero", 0.0, 0.0).format() == "0.00 ± 0.00"
 
 
 def test_greater_holds_fails_or_is_inconclusive_by_the_spread() -> None:

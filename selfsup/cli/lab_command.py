@@ -145,12 +145,12 @@ def _summary(result: ClaimResult) -> str:
 
 
 def _report(lab_dir: Path, out: Path) -> int:
-    from selfsup.lab.report import results_fingerprint, write_report
+    from selfsup.lab.report import note_path, results_fingerprint, write_report
 
     path, results = write_report(lab_dir, out)
     for result in results:
         print(f"{result.claim.number}. {result.claim.name}: {result.verdict.text}")
-        note = lab_dir / "notes" / f"{result.claim.id}.md"
+        note = note_path(lab_dir, result)
         if not note.is_file():  # a stale one was warned about by write_report
             print(
                 f"   no reading: {note} may give one, first line 'results: "

@@ -24,7 +24,7 @@ from selfsup.lab.plots import plot_claim
 from selfsup.lab.verdict import Verdict
 from selfsup.progress import say
 
-__all__ = ["claim_markdown", "read_note", "results_fingerprint", "write_report"]
+__all__ = ["claim_markdown", "note_path", "read_note", "results_fingerprint", "write_report"]
 
 HEADER = """# Claims about self-supervised learning, checked at small scale
 
@@ -46,10 +46,15 @@ def results_fingerprint(result: ClaimResult) -> str:
     return digest(sorted(r.key for r in result.results.results))[:12]
 
 
+def note_path(lab_dir: Path, result: ClaimResult) -> Path:
+    """Where the hand-written reading of ``result`` lives: ``LAB_DIR/notes/<id>.md``."""
+    return lab_dir / "notes" / f"{result.claim.id}.md"
+
+
 def read_note(lab_dir: Path, result: ClaimResult) -> str | None:
     """The hand-written reading of ``result`` (``LAB_DIR/notes/<id>.md``), or None when there
     is none or it was written for other numbers (then a warning says so)."""
-    path = lab_dir / "notes" / f"{result.claim.id}.md"
+    path = note_path(lab_dir, result)
     if not path.is_file():
         return None
     first, _, body = path.read_text().partition("\n")

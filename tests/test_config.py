@@ -438,6 +438,7 @@ NON_DEFAULT = {
     "eval.finetune_batch_size": 64,
     "eval.finetune_encoder_lr_scale": 1.0,
     "eval.finetune_layer_decay": 0.65,
+    "eval.finetune_regularise": False,
     "eval.network": "target",
 }
 

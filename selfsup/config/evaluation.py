@@ -83,6 +83,13 @@ class EvalConfig(Section):
     finetune_layer_decay: Float = Field(
         0.75, gt=0, le=1, description="ViT fine-tuning: layer-wise lr decay (MAE: 0.75 ViT-B)"
     )
+    finetune_regularise: bool | None = Field(
+        None,
+        description="MAE's fine-tuning regularisers (RandAugment 2/9, mixup 0.8 / cutmix 1.0, "
+        "label smoothing 0.1, drop path 0.1): null = the recipe's (ViT on, ResNet off). They are "
+        "made for 100 epochs: switch them off (false) for a run of a few epochs, where they keep "
+        "a ViT near chance",
+    )
 
     network: Literal["auto", "online", "target"] = Field(
         "auto",

@@ -41,7 +41,31 @@ from selfsup.eval.subsets import stratified_split
 from selfsup.views.spec import ViewSpec
 from selfsup.views.transforms import EvalTransform, MultiViewTransform
 
-__all__ = ["FinetuneRecipe", "FinetuneResult", "finetune", "layer_lr_scales", "recipe_for"]
+__all__ = [
+    "VIT_REGULARISERS",
+    "FinetuneRecipe",
+    "FinetuneResult",
+    "finetune",
+    "layer_lr_scales",
+    "recipe_for",
+]
+
+# MAE's fine-tuning regularisers (its Table 9), made for 100 epochs: in a run of a few epochs they
+# keep a ViT near chance, so ``regularise=False`` switches them all off.
+VIT_REGULARISERS: dict[str, Any] = {
+    "rand_augment": True,
+    "mixup_alpha": 0.8,
+    "cutmix_alpha": 1.0,
+    "label_smoothing": 0.1,
+    "drop_path": 0.1,
+}
+_NO_REGULARISERS: dict[str, Any] = {
+    "rand_augment": False,
+    "mixup_alpha": 0.0,
+    "cutmix_alpha": 0.0,
+    "label_smoothing": 0.0,
+    "drop_path": 0.0,
+}
 
 
 @dataclass(frozen=True)
@@ -80,10 +104,13 @@ def recipe_for(
     fraction: float,
     frozen: bool = False,
     head_batch_norm: bool = False,
+    regularise: bool | None = None,
     **overrides: Any,
 ) -> FinetuneRecipe:
     """The recipe of the backbone's family for a label ``fraction``; ``overrides`` replace
-    fields (e.g. ``epochs``, ``base_lrs`` from the config)."""
+    fields (e.g. ``epochs``, ``base_lrs`` from the config). ``regularise`` switches MAE's
+    regularisers (:data:`VIT_REGULARISERS`) on or off; None keeps the family's (ViT on, ResNet
+    off)."""
     kind: Literal["resnet", "vit"] = "vit" if backbone_name.startswith("vit") else "resnet"
     if frozen:
         recipe = FinetuneRecipe(
@@ -102,12 +129,10 @@ def recipe_for(
             warmup_epochs=5,
             encoder_lr_scale=1.0,
             layer_decay=0.75,
-            rand_augment=True,
-            mixup_alpha=0.8,
-            cutmix_alpha=1.0,
-            label_smoothing=0.1,
-            drop_path=0.1,
+            **VIT_REGULARISERS,
         )
+    if regularise is not None and not frozen:
+        recipe = replace(recipe, **(VIT_REGULARISERS if regularise else _NO_REGULARISERS))
     given = {k: v for k, v in overrides.items() if v is not None}
     if "base_lrs" in given:
         given["base_lrs"] = tuple(given["base_lrs"])

@@ -150,6 +150,7 @@ def image_recipe(cfg: Config, protocol: str, fraction: float) -> FinetuneRecipe:
         fraction,
         frozen=frozen,
         head_batch_norm=linear_batch_norm(cfg) if frozen else False,
+        regularise=e.finetune_regularise,
         epochs=e.probe_epochs if frozen else e.finetune_epochs,
         warmup_epochs=None if frozen else e.finetune_warmup_epochs,
         base_lrs=e.probe_lrs if frozen else e.finetune_lrs,

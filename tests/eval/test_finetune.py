@@ -111,3 +111,20 @@ def test_finetune_warmup_follows_the_config_and_defaults_to_the_recipe():
     cfg.eval.finetune_warmup_epochs = 0.5  # a 3-epoch run scaled down with its warm-up
     assert image_recipe(cfg, "finetune", 0.1).warmup_epochs == 0.5
     assert image_recipe(cfg, "linear_aug", 0.1).warmup_epochs == 0  # the frozen protocol's
+
+
+def test_finetune_regularise_switches_maes_regularisers_as_one():
+    from selfsup.eval.protocols import image_recipe
+
+    regularisers = ("rand_augment", "mixup_alpha", "cutmix_alpha", "label_smoothing", "drop_path")
+    cfg = tiny_config("backbone.name=vit_micro", "backbone.patch_size=2")
+    on = image_recipe(cfg, "finetune", 0.1)  # null: the ViT recipe keeps MAE's
+    assert [getattr(on, k) for k in regularisers] == [True, 0.8, 1.0, 0.1, 0.1]
+    cfg.eval.finetune_regularise = False
+    off = image_recipe(cfg, "finetune", 0.1)
+    assert [getattr(off, k) for k in regularisers] == [False, 0.0, 0.0, 0.0, 0.0]
+    assert (off.optimizer, off.layer_decay, off.weight_decay) == ("adamw", 0.75, 0.05)  # the rest
+    resnet = tiny_config("eval.finetune_regularise=true")
+    assert image_recipe(resnet, "finetune", 0.1).mixup_alpha == 0.8
+    # the frozen probe never takes them, whatever the setting
+    assert not image_recipe(resnet, "linear_aug", 0.1).rand_augment

@@ -31,6 +31,7 @@ from selfsup.lab.settings import (
 )
 
 __all__ = [
+    "KEY_NEUTRAL_DEFAULTS",
     "ArmSpec",
     "arm_config",
     "base_config",
@@ -141,8 +142,25 @@ def digest(data: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+# Options added after results were cached, with the default that reproduces the behaviour from
+# before them: left out of the key while at that default, so that adding an option does not
+# make every cached run train again. An option whose default changes what a run does must not
+# be listed (its runs must be new).
+KEY_NEUTRAL_DEFAULTS: dict[str, Any] = {
+    "eval.finetune_regularise": None,  # null = each recipe's own regularisers, as before
+}
+
+
 def config_key(cfg: Config) -> str:
-    """The run's name: a hash of the resolved configuration (``run_dir`` aside)."""
+    """The run's name: a hash of the resolved configuration (``run_dir`` aside; the options of
+    :data:`KEY_NEUTRAL_DEFAULTS` aside while at their default)."""
     data = copy.deepcopy(cfg.to_dict())
     data["run_dir"] = None
+    for dotted, default in KEY_NEUTRAL_DEFAULTS.items():
+        *parents, leaf = dotted.split(".")
+        section = data
+        for part in parents:
+            section = section.get(part, {})
+        if leaf in section and section[leaf] == default:
+            del section[leaf]
     return digest(data)

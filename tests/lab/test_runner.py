@@ -81,6 +81,23 @@ def test_an_arm_resolves_to_its_budget_and_the_lab_settings() -> None:
     assert key != config_key(arm_config(arm, 3, LabSettings(data="digits"), data))
 
 
+def test_an_option_added_later_keeps_the_keys_of_cached_runs_while_at_its_default() -> None:
+    from selfsup.lab.arms import KEY_NEUTRAL_DEFAULTS, digest
+
+    settings = LabSettings(data="digits")
+    arm = ArmSpec("SimCLR", SIMCLR)
+    cfg = arm_config(arm, 0, settings, build.train_dataset(base_config(arm, settings)))
+    assert (
+        cfg.eval.finetune_regularise is None and "eval.finetune_regularise" in KEY_NEUTRAL_DEFAULTS
+    )
+    before = cfg.to_dict()  # the configuration as a version without the option wrote it
+    before["run_dir"] = None
+    del before["eval"]["finetune_regularise"]
+    assert config_key(cfg) == digest(before)
+    cfg.eval.finetune_regularise = False  # set: a different run
+    assert config_key(cfg) != digest(before)
+
+
 def test_a_cached_claim_trains_and_measures_nothing_again(tmp_path, spy, monkeypatch) -> None:
     claim = _claim("test-cache", (ArmSpec("SimCLR", SIMCLR),), ("knn", "linear_z"))
     settings = tiny(tmp_path)

@@ -52,20 +52,10 @@ __all__ = [
 
 # MAE's fine-tuning regularisers (its Table 9), made for 100 epochs: in a run of a few epochs they
 # keep a ViT near chance, so ``regularise=False`` switches them all off.
-VIT_REGULARISERS: dict[str, Any] = {
-    "rand_augment": True,
-    "mixup_alpha": 0.8,
-    "cutmix_alpha": 1.0,
-    "label_smoothing": 0.1,
-    "drop_path": 0.1,
-}
-_NO_REGULARISERS: dict[str, Any] = {
-    "rand_augment": False,
-    "mixup_alpha": 0.0,
-    "cutmix_alpha": 0.0,
-    "label_smoothing": 0.0,
-    "drop_path": 0.0,
-}
+VIT_REGULARISERS: dict[str, Any] = dict(
+    rand_augment=True, mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=0.1, drop_path=0.1
+)
+_NO_REGULARISERS = {k: type(v)() for k, v in VIT_REGULARISERS.items()}  # False / 0.0
 
 
 @dataclass(frozen=True)

@@ -41,21 +41,14 @@ from selfsup.eval.subsets import stratified_split
 from selfsup.views.spec import ViewSpec
 from selfsup.views.transforms import EvalTransform, MultiViewTransform
 
-__all__ = [
-    "VIT_REGULARISERS",
-    "FinetuneRecipe",
-    "FinetuneResult",
-    "finetune",
-    "layer_lr_scales",
-    "recipe_for",
-]
+__all__ = ["FinetuneRecipe", "FinetuneResult", "finetune", "layer_lr_scales", "recipe_for"]
 
 # MAE's fine-tuning regularisers (its Table 9), made for 100 epochs: in a run of a few epochs they
 # keep a ViT near chance, so ``regularise=False`` switches them all off.
-VIT_REGULARISERS: dict[str, Any] = dict(
+_VIT_REGULARISERS: dict[str, Any] = dict(
     rand_augment=True, mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=0.1, drop_path=0.1
 )
-_NO_REGULARISERS = {k: type(v)() for k, v in VIT_REGULARISERS.items()}  # False / 0.0
+_NO_REGULARISERS = {k: type(v)() for k, v in _VIT_REGULARISERS.items()}  # False / 0.0
 
 
 @dataclass(frozen=True)
@@ -99,7 +92,7 @@ def recipe_for(
 ) -> FinetuneRecipe:
     """The recipe of the backbone's family for a label ``fraction``; ``overrides`` replace
     fields (e.g. ``epochs``, ``base_lrs`` from the config). ``regularise`` switches MAE's
-    regularisers (:data:`VIT_REGULARISERS`) on or off; None keeps the family's (ViT on, ResNet
+    regularisers (RandAugment, mixup/cutmix, label smoothing, drop path) on or off; None keeps the family's (ViT on, ResNet
     off)."""
     kind: Literal["resnet", "vit"] = "vit" if backbone_name.startswith("vit") else "resnet"
     if frozen:
@@ -119,10 +112,10 @@ def recipe_for(
             warmup_epochs=5,
             encoder_lr_scale=1.0,
             layer_decay=0.75,
-            **VIT_REGULARISERS,
+            **_VIT_REGULARISERS,
         )
     if regularise is not None and not frozen:
-        recipe = replace(recipe, **(VIT_REGULARISERS if regularise else _NO_REGULARISERS))
+        recipe = replace(recipe, **(_VIT_REGULARISERS if regularise else _NO_REGULARISERS))
     given = {k: v for k, v in overrides.items() if v is not None}
     if "base_lrs" in given:
         given["base_lrs"] = tuple(given["base_lrs"])
@@ -207,9 +200,6 @@ def _set_drop_path(encoder: nn.Module, rate: float) -> None:
     for i, block in enumerate(blocks):
         if hasattr(block, "drop_path"):
             block.drop_path.p = rate * i / max(len(blocks) - 1, 1)
-
-
-Batches = Callable[[ImageDataset, int, torch.device, Tensor | None], Any]
 
 
 def _train(

@@ -50,7 +50,7 @@ def test_byol_has_no_cross_process_loss_terms() -> None:
     assert r["grad_bytes"] == 4 * r["trainable_params"] > 0
     # Only the step's loss/log mean and the online probe's feature and label gathers.
     assert {site.split(" via ")[0] for _, site in _sites(r)} == {
-        "train.step.mean_over_processes",
+        "train.distributed.mean_over_processes",
         "train.step.TrainStep._probe_step",
     }
     assert 0 < r["other_bytes"] < 0.01 * r["grad_bytes"]

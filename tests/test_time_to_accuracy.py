@@ -87,18 +87,26 @@ def test_a_budgeted_run_measures_the_marks_and_the_saved_encoder(tmp_path) -> No
     data = build.train_dataset(cfg)
     splits = tta.labelled_splits(cfg)
     run = tta.run_time_to_accuracy(
-        cfg, "tiny", 0.02, tmp_path / "run", [0, 0.01, 0.02], data, splits
+        cfg, "tiny", 0.02, tmp_path / "run", [0, 0.01, 0.02], data, splits, linear=True
     )
     assert [m.minutes for m in run.marks] == [0, 0.01, 0.02]
     assert run.marks[0].step == 0 and run.marks[0].train_s == 0
     assert run.marks[-1].train_s >= 0.01 * 60  # taken at or past its mark
-    assert 0 < run.steps <= run.planned_steps
+    assert run.final_planned_steps is not None and 0 < run.steps <= run.final_planned_steps
+    # each re-planning is recorded, and the last one is the schedule the run followed
+    assert all(total > step for _, step, total in run.fits)
+    assert [total for _, _, total in run.fits][-1:] in ([], [run.final_planned_steps])
+    assert TimedRun.from_dict(json.loads(json.dumps(run.to_dict()))) == run
     assert all(0 <= m.knn_top1 <= 100 for m in run.marks)
     # the last mark is the encoder the run saved, measured as `selfsup eval knn` measures it
     (row,) = evaluate_run(tmp_path / "run", ("knn",), baselines=False, cache=False)
     assert row.knn is not None
     assert run.marks[-1].step == run.steps
     assert 100 * row.knn == pytest.approx(run.marks[-1].knn_top1, abs=1e-6)
+    # the linear probe at the end is `selfsup eval linear` on the saved encoder
+    (probe,) = evaluate_run(tmp_path / "run", ("linear",), baselines=False, cache=False)
+    assert probe.linear is not None and run.linear_s is not None
+    assert run.linear_top1 == pytest.approx(100 * probe.linear, abs=1e-6)
 
 
 def _run(name: str, seed: int, points: list[tuple[float, float]]) -> TimedRun:
@@ -123,6 +131,18 @@ def test_table_reports_the_mean_and_half_spread_over_seeds_and_the_figure_is_wri
     assert "test CPU" in table and "85.70%" in table
     png = plot_time_to_accuracy(runs, tmp_path / "fig/tta.png", pixels_knn=85.7)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_table_has_the_final_linear_probe_when_measured() -> None:
+    runs = [_run("simclr", 0, [(0, 70.0), (2, 84.0)]), _run("simclr", 1, [(0, 72.0), (2, 86.0)])]
+    runs[0].linear_top1, runs[1].linear_top1 = 85.0, 86.0
+    table = format_time_to_accuracy(runs, pixels_knn=85.7, pixels_linear=84.45)
+    assert table.splitlines()[0].startswith(
+        "| preset | seeds | random init | 2 min | linear (end) |"
+    )
+    assert "| simclr | 0,1 | 71.00 ± 1.00 | 85.00 ± 1.00 | 85.50 ± 0.50 | 500 |" in table
+    assert "raw pixels 84.45%" in table
+    assert "linear" not in format_time_to_accuracy(runs[:0] or [_run("a", 0, [(0, 1.0)])])
 
 
 def test_cli_time_to_accuracy_writes_table_json_and_png(tmp_path, capsys) -> None:

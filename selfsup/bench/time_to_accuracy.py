@@ -3,9 +3,11 @@
 One run of one preset for a wall-clock budget of B minutes:
 
 1. *Calibration* (not counted): a throw-away run of the same config is timed over 20 steps
-   after 5 (the trainer as it will run: loader, views, step, logging); the schedule is sized so
-   that it ends at the budget, ``train.total_steps = 0.85 * B * 60 * img/s / batch`` (the lr, weight-decay and
-   momentum schedules anneal fully within the budget, as a user who has B minutes would run).
+   after 5 (the trainer as it will run: loader, views, step, logging); the schedule is first
+   sized to ``train.total_steps = 0.85 * B * 60 * img/s / batch``, then re-planned from the
+   run's own sustained speed at 10%, 30% and 60% of the budget to end at 97% of it
+   (:class:`~selfsup.train.schedule_fit.BudgetFit`): the lr, weight-decay and momentum
+   schedules anneal fully within the budget, as a user who has B minutes would run.
 2. *Training*, with a clock that counts training time only. At each mark (minutes) the clock
    pauses and the current encoder (the one the method's protocol evaluates: DINO's teacher) is
    measured by the full k-NN protocol of ``selfsup eval knn``: every training image in the bank,
@@ -13,7 +15,9 @@ One run of one preset for a wall-clock budget of B minutes:
    features at ``eval.precision``. Mark 0 is the random initialisation. The evaluation time is
    reported apart.
 3. The run stops at the budget, wherever its schedule is; a schedule that ends earlier (the
-   calibration over-estimated the time per step) is evaluated at its end, at the time it ended.
+   run slowed after its last re-planning) is evaluated at its end, at the time it ended.
+4. With ``linear``, the final encoder is also measured by ``selfsup eval linear``'s protocol
+   (the issue's "k-NN or linear" bar); its time is reported apart.
 
 The online k-NN and the online linear probe are off in these runs (their cost is the user's
 choice, not the method's), so the time counted is the method's training step, the data and
@@ -44,9 +48,10 @@ from selfsup.config import Config
 from selfsup.config.root import apply_overrides
 from selfsup.data import ImageDataset
 from selfsup.eval.knn import knn_accuracy
-from selfsup.eval.run import features_of, pixel_features
+from selfsup.eval.run import evaluate_run, features_of, pixel_features
 from selfsup.progress import say
 from selfsup.train.device import resolve_device
+from selfsup.train.schedule_fit import BudgetFit
 from selfsup.train.trainer import Trainer
 
 __all__ = [
@@ -58,6 +63,7 @@ __all__ = [
     "full_knn",
     "labelled_splits",
     "pixels_knn",
+    "pixels_linear",
     "planned_steps_for",
     "run_time_to_accuracy",
 ]
@@ -95,6 +101,11 @@ class TimedRun:
     train_s: float = 0.0
     marks: list[MarkResult] = field(default_factory=list)
     machine: str = ""
+    # (training s, step, new total steps) of each re-planning from the sustained speed
+    fits: list[tuple[float, int, int]] = field(default_factory=list)
+    final_planned_steps: int | None = None  # the schedule's length after the last re-planning
+    linear_top1: float | None = None  # the final encoder's linear probe (percent), if asked
+    linear_s: float | None = None  # seconds it took (not counted as training)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,7 +114,8 @@ class TimedRun:
     def from_dict(cls, data: dict[str, Any]) -> TimedRun:
         """The inverse of :meth:`to_dict` (a ``--json`` line's ``run``)."""
         marks = [MarkResult(**m) for m in data.get("marks", [])]
-        return cls(**{**data, "marks": marks})
+        fits = [(float(s), int(k), int(n)) for s, k, n in data.get("fits", [])]
+        return cls(**{**data, "marks": marks, "fits": fits})
 
 
 def default_marks(budget_min: float) -> list[float]:
@@ -197,6 +209,24 @@ def labelled_splits(cfg: Config) -> tuple[ImageDataset, ImageDataset]:
     return splits
 
 
+def pixels_linear(
+    cfg: Config, eval_sets: tuple[ImageDataset, ImageDataset], device: str = "cpu"
+) -> float:
+    """The raw-pixel baseline of ``selfsup eval linear``'s protocol, all labels (percent)."""
+    from selfsup.eval.labelled import label_subset
+    from selfsup.eval.protocols import feature_protocol
+
+    cfg = copy.deepcopy(cfg)
+    build.resolve_normalization(cfg, eval_sets[0])
+    train, test = (pixel_features(split, cfg) for split in eval_sets)
+    classes = int(eval_sets[0].num_classes or 0)
+    everything = label_subset("100%", eval_sets[0], classes, cfg, Path("."))  # writes no file
+    top1, _ = feature_protocol(
+        "linear", "raw pixels", train, test, everything, cfg, classes, device, None
+    )
+    return 100 * top1
+
+
 def pixels_knn(cfg: Config, eval_sets: tuple[ImageDataset, ImageDataset]) -> float:
     """The raw-pixel baseline under the same protocol (percent); pixels normalised with the
     training split's statistics when the config does not give them."""
@@ -255,9 +285,11 @@ def run_time_to_accuracy(
     marks_min: Sequence[float] | None = None,
     train_set: ImageDataset | None = None,
     eval_sets: tuple[ImageDataset, ImageDataset] | None = None,
+    linear: bool = False,
 ) -> TimedRun:
-    """Calibrate, size the schedule to ``budget_min``, train with k-NN at ``marks_min`` (default
-    :func:`default_marks`) and return the curve. ``cfg.train.seed`` is the run's seed."""
+    """Calibrate, size the schedule to ``budget_min`` (re-planned from the run's speed), train
+    with k-NN at ``marks_min`` (default :func:`default_marks`) and return the curve; with
+    ``linear``, the final encoder's linear probe too. ``cfg.train.seed`` is the run's seed."""
     if budget_min <= 0:
         raise ValueError(f"the budget must be positive, got {budget_min} minutes")
     marks = sorted(set(default_marks(budget_min) if marks_min is None else marks_min))
@@ -309,9 +341,16 @@ def run_time_to_accuracy(
     if 0 in marks:  # the random initialisation
         clock.take(trainer, 0.0, 0.0)
     clock.restart()
-    trainer.step_hooks.append(clock)
+    fit = BudgetFit(60 * budget_min, clock.elapsed)  # re-plans from the sustained speed
+    trainer.step_hooks += [clock, fit]
     trainer.fit()
     run.train_s, run.steps = clock.elapsed(), trainer.step
+    run.fits, run.final_planned_steps = fit.fits, trainer.total_steps
     if clock.pending:  # the schedule ended before the budget: its end stands for the rest
         clock.take(trainer, clock.pending[-1], run.train_s)
+    if linear:
+        started = time.perf_counter()
+        (row,) = evaluate_run(run_dir, ("linear",), False, device, eval_sets, cache=False)
+        run.linear_top1, run.linear_s = 100 * (row.linear or 0.0), time.perf_counter() - started
+        say(f"{name} (seed {cfg.train.seed}): linear probe {run.linear_top1:.2f}% at the end")
     return run

@@ -230,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="minutes at which the k-NN is measured (0 = random init; default 0,1,2,5,10,... "
         "below the budget, and the budget)",
     )
+    p.add_argument(
+        "--linear",
+        action="store_true",
+        help="--time-to-accuracy: also the final encoder's linear probe (`selfsup eval linear`), "
+        "and raw pixels'",
+    )
     p.add_argument("--seeds", type=_seed_list, default=[0], metavar="S1,S2,...", help="train.seed")
     p.add_argument(
         "--replot",
@@ -365,8 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=DEMO_MINUTES,
         help=f"pre-training budget (default {DEMO_MINUTES:g}): on a machine too slow for the "
-        "demo's epochs in that time (a short calibration decides) the schedule is shortened to "
-        "fit; 0 trains every epoch",
+        "demo's epochs in that time (a short calibration decides, the run's own speed corrects) "
+        "the schedule is shortened to fit; 0 trains every epoch",
     )
     p.set_defaults(func=cmd_demo)
     return parser

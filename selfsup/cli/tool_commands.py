@@ -176,6 +176,7 @@ def _time_to_accuracy(args: argparse.Namespace, configs: list[str], command: str
         TimedRun,
         labelled_splits,
         pixels_knn,
+        pixels_linear,
         run_time_to_accuracy,
     )
     from selfsup.bench.time_to_accuracy_report import (
@@ -198,14 +199,20 @@ def _time_to_accuracy(args: argparse.Namespace, configs: list[str], command: str
         for seed in args.seeds:
             cfg = build_config(None, [*args.overrides, f"train.seed={seed}"], base=base)
             run_dir = Path(args.runs_dir) / f"{name}-seed{seed}"
-            run = run_time_to_accuracy(cfg, name, args.time_to_accuracy, run_dir, args.marks)
+            run = run_time_to_accuracy(
+                cfg, name, args.time_to_accuracy, run_dir, args.marks, linear=args.linear
+            )
             runs.append(run)
             if args.json:
                 with open(args.json, "a") as fh:
                     fh.write(json.dumps({"command": command, "run": run.to_dict()}) + "\n")
     first = build_config(None, list(args.overrides), base=presets[0][1])
-    pixels = pixels_knn(first, labelled_splits(first))
-    table = format_time_to_accuracy(runs, pixels)
+    splits = labelled_splits(first)
+    pixels = pixels_knn(first, splits)
+    with_linear = any(r.linear_top1 is not None for r in runs)
+    table = format_time_to_accuracy(
+        runs, pixels, pixels_linear(first, splits) if with_linear else None
+    )
     png = args.png or (
         str(Path(args.write).parent / "time_to_accuracy.png") if args.write else None
     )

@@ -90,6 +90,8 @@ def read_run(run_dir: str | Path, label: str | None = None) -> RunRecords:
             run.epoch.append(record)
         elif kind == "skip":
             run.skipped += 1
+        elif kind == "resize" and run.setup:  # the schedule re-planned to a time budget
+            run.setup = {**run.setup, "total_steps": record["total_steps"]}
     if (path / EVAL_FILE).is_file():
         run.eval = read_results(path)
     return run

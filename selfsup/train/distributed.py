@@ -57,6 +57,7 @@ __all__ = [
     "current_context",
     "init_distributed",
     "launched_by_torchrun",
+    "mean_over_processes",
     "rank_seed",
     "restart_count",
     "run_on_main",
@@ -316,3 +317,12 @@ def check_replicas_identical(module: nn.Module, skip: tuple[str, ...] = ()) -> N
                 f"the model replicas differ between ranks ({', '.join(bad)}): a method's state "
                 "is not kept identical across processes; report this with the config"
             )
+
+
+def mean_over_processes(loss: Tensor, logs: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    """The loss and the method's logs averaged over the processes, in one all-reduce."""
+    wide = torch.float64 if loss.dtype == torch.float64 else torch.float32  # (MPS: no float64)
+    values = torch.stack([loss.to(wide), *(v.detach().to(wide) for v in logs.values())])
+    values = all_reduce_mean(values)
+    means = {k: m.to(v.dtype) for (k, v), m in zip(logs.items(), values[1:], strict=True)}
+    return values[0].to(loss.dtype), means

@@ -9,10 +9,14 @@ and plotting a schedule is plotting an array. Values are float64 NumPy arrays of
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-__all__ = ["constant_schedule", "cosine_schedule", "linear_schedule"]
+if TYPE_CHECKING:
+    from selfsup.config import Config
+
+__all__ = ["constant_schedule", "cosine_schedule", "linear_schedule", "run_schedules"]
 
 
 def _check_steps(name: str, steps: int) -> None:
@@ -108,3 +112,27 @@ def constant_schedule(value: float, steps: int) -> np.ndarray:
     _check_steps("steps", steps)
     _check_finite(value=value)
     return np.full(steps, value, dtype=np.float64)
+
+
+def run_schedules(
+    cfg: Config, peak_lr: float, steps_per_epoch: int, total_steps: int | None = None
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The learning rate, weight decay and view side of every step of ``cfg``'s run, each
+    ``[total_steps]`` (default ``train.planned_steps``): warm-up (``optim.warmup_epochs``) then
+    a cosine from ``peak_lr`` to ``optim.final_lr``; a cosine weight decay to
+    ``optim.final_weight_decay`` (DINO), else None (constant); the global views' side under
+    progressive resizing (``views.progressive_*``), else None."""
+    from selfsup.views.progressive import progressive_sizes
+
+    o, v = cfg.optim, cfg.views
+    total = total_steps if total_steps is not None else cfg.train.planned_steps(steps_per_epoch)
+    warmup = min(round(o.warmup_epochs * steps_per_epoch), total - 1)
+    lrs = cosine_schedule(peak_lr, o.final_lr, total, warmup)
+    wd = None
+    if o.final_weight_decay is not None:  # applied to the groups that decay
+        wd = cosine_schedule(o.weight_decay, o.final_weight_decay, total)
+    sizes = None
+    if v.progressive_start_size is not None:
+        start, until, step = v.progressive_start_size, v.progressive_until, v.progressive_step
+        sizes = progressive_sizes(total, start, v.size, until, step)
+    return lrs, wd, sizes

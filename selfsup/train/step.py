@@ -28,14 +28,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from selfsup import build
 from selfsup.methods import Method, Progress, StepOutput
-from selfsup.nn.distributed import all_reduce_mean, gather_no_grad, world_size
+from selfsup.nn.distributed import gather_no_grad, world_size
 from selfsup.train.compile_policy import compile_unavailable
 from selfsup.train.device import autocast, resolve_precision
-from selfsup.train.distributed import TrainingStepModule, wrap_data_parallel
+from selfsup.train.distributed import TrainingStepModule, mean_over_processes, wrap_data_parallel
 from selfsup.train.online_probe import ACCURACY_LOG, OnlineLinearProbe, online_probe_for
 from selfsup.train.optim import ClipMode, clip_gradients_
-from selfsup.train.schedules import cosine_schedule
-from selfsup.views.progressive import progressive_sizes
+from selfsup.train.schedules import run_schedules
 
 if TYPE_CHECKING:
     from selfsup.config import Config
@@ -99,6 +98,7 @@ class TrainStep:
         >>> import torch
         >>> from torch import nn
         >>> from selfsup.methods.byol import BYOL, byol_predictor, byol_projector
+        >>> from selfsup.train.schedules import cosine_schedule
         >>> from selfsup.views import MultiViewTransform, byol_views
         >>> _ = torch.manual_seed(0)
         >>> backbone = nn.Sequential(nn.Flatten(), nn.Linear(64, 32))
@@ -136,28 +136,12 @@ class TrainStep:
         view_sizes: Sequence[int] | np.ndarray | None = None,
         data_parallel: bool = False,
     ) -> None:
-        self.lr_schedule = np.asarray(lr_schedule, dtype=np.float64)  # [total_steps]
-        self.total_steps = len(self.lr_schedule)
-        if self.total_steps < 1 or steps_per_epoch < 1:
-            raise ValueError(
-                f"need a learning-rate schedule of >= 1 step and steps_per_epoch >= 1, got "
-                f"{self.total_steps} and {steps_per_epoch}; build it as epochs * steps_per_epoch"
-            )
-        self.wd_schedule = None if wd_schedule is None else np.asarray(wd_schedule, np.float64)
-        if self.wd_schedule is not None and len(self.wd_schedule) != self.total_steps:
-            raise ValueError(
-                f"wd_schedule has {len(self.wd_schedule)} steps, lr_schedule {self.total_steps}; "
-                "build both for the same run length"
-            )
-        self.view_sizes = None if view_sizes is None else np.asarray(view_sizes, np.int64)
-        if self.view_sizes is not None and len(self.view_sizes) != self.total_steps:
-            raise ValueError(
-                f"view_sizes has {len(self.view_sizes)} steps, lr_schedule {self.total_steps}; "
-                "build both for the same run length"
-            )
+        if steps_per_epoch < 1:
+            raise ValueError(f"need steps_per_epoch >= 1, got {steps_per_epoch}")
         self.method = method
         self.optimizer = optimizer
         self.steps_per_epoch = steps_per_epoch
+        self._check_schedules(lr_schedule, wd_schedule, view_sizes)
         self.device = device if device is not None else _device_of(method)
         self.autocast_dtype = autocast_dtype
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -190,6 +174,41 @@ class TrainStep:
             self.data_parallel = wrap_data_parallel(method, step_fn, self.device)
         method.configure_schedules(self.total_steps, steps_per_epoch)
 
+    def _check_schedules(
+        self,
+        lr_schedule: Sequence[float] | np.ndarray,
+        wd_schedule: Sequence[float] | np.ndarray | None,
+        view_sizes: Sequence[int] | np.ndarray | None,
+    ) -> None:
+        lrs = np.asarray(lr_schedule, dtype=np.float64)  # [total_steps]
+        wd = None if wd_schedule is None else np.asarray(wd_schedule, np.float64)
+        sizes = None if view_sizes is None else np.asarray(view_sizes, np.int64)
+        if len(lrs) < 1:
+            raise ValueError(
+                "need a learning-rate schedule of >= 1 step (epochs * steps_per_epoch)"
+            )
+        for name, other in (("wd_schedule", wd), ("view_sizes", sizes)):
+            if other is not None and len(other) != len(lrs):
+                raise ValueError(
+                    f"{name} has {len(other)} steps, lr_schedule {len(lrs)}; build both for "
+                    "the same run length"
+                )
+        self.lr_schedule, self.wd_schedule, self.view_sizes = lrs, wd, sizes
+        self.total_steps = len(lrs)
+
+    def set_schedules(
+        self,
+        lr_schedule: Sequence[float] | np.ndarray,
+        wd_schedule: Sequence[float] | np.ndarray | None = None,
+        view_sizes: Sequence[int] | np.ndarray | None = None,
+    ) -> None:
+        """Re-plan the run: new per-step schedules whose common length is the run's new length,
+        and the method's own (EMA momentum, teacher temperature) rebuilt for it. Steps already
+        taken keep what they had; :func:`~selfsup.train.schedule_fit.resize_run` re-plans a
+        trainer's run this way."""
+        self._check_schedules(lr_schedule, wd_schedule, view_sizes)
+        self.method.configure_schedules(self.total_steps, self.steps_per_epoch)
+
     @classmethod
     def from_config(
         cls,
@@ -210,22 +229,11 @@ class TrainStep:
         if t.channels_last:
             method.to(memory_format=torch.channels_last)
         optimizer, peak_lr = build.make_optimizer(cfg, method)
-        total = t.planned_steps(steps_per_epoch)
-        warmup = min(round(o.warmup_epochs * steps_per_epoch), total - 1)
-        # Weight decay: constant, or a cosine from weight_decay to final_weight_decay (DINO),
-        # applied to the groups that decay (never to biases and norm parameters).
-        wd = (
-            None
-            if o.final_weight_decay is None
-            else cosine_schedule(o.weight_decay, o.final_weight_decay, total)
-        )
-        v = cfg.views  # progressive resizing: the views' side per step, up to views.size
-        start, until, multiple = v.progressive_start_size, v.progressive_until, v.progressive_step
-        sizes = None if start is None else progressive_sizes(total, start, v.size, until, multiple)
+        lrs, wd, sizes = run_schedules(cfg, peak_lr, steps_per_epoch)
         return cls(
             method,
             optimizer,
-            cosine_schedule(peak_lr, o.final_lr, total, warmup),
+            lrs,
             steps_per_epoch,
             wd_schedule=wd,
             autocast_dtype=resolve_precision(t.precision, device),
@@ -384,15 +392,6 @@ def nonfinite_part(loss: Tensor, params: Sequence[Tensor]) -> NonFinitePart | No
     )
     loss_ok, grads_ok = torch.stack([torch.isfinite(loss).all(), grads_finite]).tolist()
     return None if loss_ok and grads_ok else ("loss" if not loss_ok else "gradients")
-
-
-def mean_over_processes(loss: Tensor, logs: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-    """The loss and the method's logs averaged over the processes, in one all-reduce."""
-    wide = torch.float64 if loss.dtype == torch.float64 else torch.float32  # (MPS: no float64)
-    values = torch.stack([loss.to(wide), *(v.detach().to(wide) for v in logs.values())])
-    values = all_reduce_mean(values)
-    means = {k: m.to(v.dtype) for (k, v), m in zip(logs.items(), values[1:], strict=True)}
-    return values[0].to(loss.dtype), means
 
 
 def _device_of(method: Method) -> torch.device:

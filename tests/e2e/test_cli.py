@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from selfsup.cli import demo_config, main
+from selfsup.train import schedule_fit
 from tests.conftest import METHOD_OVERRIDES, grey_png_folder
 
 TINY = [
@@ -251,12 +252,22 @@ def test_demo_shortens_its_schedule_to_fit_the_budget_on_a_slow_machine(
         return 100.0, 0.5
 
     monkeypatch.setattr("selfsup.bench.time_to_accuracy.calibrate", slow)
+    fits = []
+    real_fit = schedule_fit.BudgetFit
+
+    def budget_fit(budget_s, **options):  # the run re-plans itself within the same budget
+        fits.append((budget_s, options))
+        return real_fit(budget_s, **options)
+
+    monkeypatch.setattr(schedule_fit, "BudgetFit", budget_fit)
     run = tmp_path / "demo"
     # 0.1 minutes at 100 img/s: 0.85 x 6 s x 100 / 128 -> 3 steps instead of 22
     args = ["demo", *TINY, "train.epochs=2", "train.knn_every=0", "--minutes", "0.1"]
     assert main([*args, "--run-dir", str(run)]) == 0
     out, err = capsys.readouterr()
     assert calls == [128]
+    # never beyond the 2 epochs asked (22 steps), ending at 93% of the 6 s
+    assert fits == [(pytest.approx(6.0), {"margin": 0.93, "most": 22})]
     assert "this machine trains the demo at 100 img/s: 2 epochs would take 0.5 minutes" in err
     assert "trains 0.27 epochs (3 steps, the schedule sized to them)" in err
     assert "selfsup demo: SimCLR on digits, 0.273 epoch(s)" in out

@@ -21,8 +21,10 @@ One run of one preset for a wall-clock budget of B minutes:
 
 The online k-NN and the online linear probe are off in these runs (their cost is the user's
 choice, not the method's), so the time counted is the method's training step, the data and
-the checkpoints. ``train.compile=auto`` runs uncompiled here (the calibration could not time a
-step that changes mid-run); ``train.compile=true`` compiles both the calibration and the run.
+the checkpoints. ``train.compile=auto`` decides in the run as in any other (the calibration
+run is too short for it to compile); its compile time counts as training time, and the
+re-planning times the compiled steps apart. ``train.compile=true`` compiles both the
+calibration and the run.
 Figures are specific to the machine: the report names it.
 """
 
@@ -298,8 +300,6 @@ def run_time_to_accuracy(
     cfg = apply_overrides(
         copy.deepcopy(cfg), ["train.knn_every=0", "train.online_linear=false"]
     ).validate()
-    if cfg.train.compile == "auto":  # the calibration must time the step the run takes, and
-        cfg.train.compile = False  # auto could switch to compiled in the middle of the run
     device = resolve_device(cfg.train.device)
     train_set = train_set if train_set is not None else build.train_dataset(cfg)
     eval_sets = eval_sets if eval_sets is not None else labelled_splits(cfg)

@@ -81,7 +81,9 @@ class BudgetFit:
         at: fractions of the budget at which the run is re-planned.
         margin: the re-planned schedule ends at this share of the budget.
         warmup_steps: steps (from the hook's first call) left out of the first speed window:
-            the first steps allocate, autotune and fill caches.
+            the first steps allocate, autotune and fill caches. When the step is compiled
+            mid-run (``train.compile=auto``) the window starts again this many steps later:
+            the compile is in the budget, but not in the speed of the steps to come.
         most: never plan more steps than this (e.g. the recipe's own epochs).
 
     Example (a run of at most 10 minutes; its schedule from a first guess of the length)::
@@ -113,6 +115,7 @@ class BudgetFit:
         self._clock = clock
         self._start: float | None = None
         self._first_step: int | None = None
+        self._compiled = False
         self.window: tuple[int, float] | None = None  # (step, seconds) where the window opened
         self.fits: list[tuple[float, int, int]] = []  # (seconds, step, new total) of each fit
 
@@ -136,13 +139,15 @@ class BudgetFit:
             self.fits.append((now, trainer.step, total))
             epochs = total / trainer.steps_per_epoch
             say(
-                f"schedule re-planned at step {trainer.step}: {total} steps ({epochs:.2f} epochs; {reason})"
+                f"schedule re-planned at step {trainer.step}: {total} steps = {epochs:.2f} "
+                f"epochs ({reason})"
             )
 
     def _decide(self, trainer: Trainer, now: float) -> tuple[float, int, str] | None:
         """(seconds, new total, reason) when the run is re-planned at this step, else None."""
-        if self._first_step is None:
-            self._first_step = trainer.step
+        compiled = trainer.train_step.compiled_step is not None
+        if self._first_step is None or compiled != self._compiled:  # start, or now compiled
+            self._first_step, self._compiled, self.window = trainer.step, compiled, None
         if self.window is None:
             if trainer.step - self._first_step >= self.warmup_steps:
                 self.window = (trainer.step, now)

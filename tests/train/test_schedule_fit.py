@@ -98,6 +98,7 @@ class _FakeTrainer:
         self.step, self.total_steps, self.steps_per_epoch = 0, 1000, 50
         self.dist = SimpleNamespace(active=False)
         self.cfg = SimpleNamespace(train=SimpleNamespace(batch_size=10, log_every=1))
+        self.train_step = SimpleNamespace(compiled_step=None)
 
 
 @pytest.mark.parametrize("most", [None, 80])
@@ -132,3 +133,27 @@ def test_budget_fit_refuses_impossible_settings() -> None:
         BudgetFit(60, at=(0.5, 1.0))
     with pytest.raises(ValueError, match="budget_s > 0"):
         BudgetFit(0)
+
+
+def test_budget_fit_times_the_compiled_steps_apart(monkeypatch) -> None:
+    """train.compile=auto compiles mid-run: the compile's seconds stay in the budget but out of
+    the speed window, which opens again ``warmup_steps`` after the switch."""
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(
+        schedule_fit, "resize_run", lambda t, total, r="": calls.append((t.step, total))
+    )
+    now = [0.0]
+    fit = BudgetFit(100, lambda: now[0], (0.1, 0.3), margin=1.0, warmup_steps=2)
+    trainer = _FakeTrainer()
+    for step in range(1, 100):
+        trainer.step = step
+        if step == 8:  # auto compiled after step 7; step 8 compiles for 12 s, then 0.5 s a step
+            trainer.train_step.compiled_step = print
+        now[0] += 1.0 if step < 8 else 12.0 if step == 8 else 0.5
+        fit(trainer)  # type: ignore[arg-type]
+        if now[0] >= 30:
+            break
+    # eager window: steps 2..7 (t 2..7); the switch at step 8 (t=19) restarts it, reopened at
+    # step 10 (t=20); the 10% point already passed, so the next call (step 11, t=20.5) fits at
+    # 2 steps/s: 11 + floor(2 * (100 - 20.5)) = 170. At t=30 (step 30) 2 steps/s again: 170.
+    assert calls == [(11, 170), (30, 170)]

@@ -107,6 +107,9 @@ def test_a_budgeted_run_measures_the_marks_and_the_saved_encoder(tmp_path) -> No
     (probe,) = evaluate_run(tmp_path / "run", ("linear",), baselines=False, cache=False)
     assert probe.linear is not None and run.linear_s is not None
     assert run.linear_top1 == pytest.approx(100 * probe.linear, abs=1e-6)
+    # the run's own throughput is kept beside the calibrated one
+    assert run.batch_size == cfg.train.batch_size and run.run_img_per_s is not None
+    assert run.run_img_per_s == pytest.approx(run.steps * run.batch_size / run.train_s)
 
 
 def _run(name: str, seed: int, points: list[tuple[float, float]]) -> TimedRun:
@@ -143,6 +146,22 @@ def test_table_has_the_final_linear_probe_when_measured() -> None:
     assert "| simclr | 0,1 | 71.00 ± 1.00 | 85.00 ± 1.00 | 85.50 ± 0.50 | 500 |" in table
     assert "raw pixels 84.45%" in table
     assert "linear" not in format_time_to_accuracy(runs[:0] or [_run("a", 0, [(0, 1.0)])])
+
+
+def test_table_shows_the_runs_own_throughput_beside_the_calibrated_one() -> None:
+    runs = [_run("simclr", 0, [(0, 70.0), (2, 84.0)]), _run("simclr", 1, [(0, 72.0), (2, 86.0)])]
+    for run, seconds in zip(runs, (100.0, 125.0)):  # 100 steps of 500 images: 500 and 400 img/s
+        run.batch_size, run.train_s = 500, seconds
+    assert runs[0].run_img_per_s == pytest.approx(500.0)
+    table = format_time_to_accuracy(runs)
+    assert "img/s calibrated → run" in table.splitlines()[0]
+    assert "| 85.00 ± 1.00 | 500 → 450 |" in table
+    old = _run("byol", 0, [(0, 69.0)])  # a record from before the batch size was kept
+    assert old.run_img_per_s is None
+    assert "| 69.00 | 500 | 100 (2.00) |" in format_time_to_accuracy([old])
+    # a record read back from --json keeps both
+    again = TimedRun.from_dict(runs[0].to_dict())
+    assert again.batch_size == 500 and again.run_img_per_s == pytest.approx(500.0)
 
 
 def test_cli_time_to_accuracy_writes_table_json_and_png(tmp_path, capsys) -> None:

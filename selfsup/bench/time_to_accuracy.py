@@ -108,6 +108,14 @@ class TimedRun:
     final_planned_steps: int | None = None  # the schedule's length after the last re-planning
     linear_top1: float | None = None  # the final encoder's linear probe (percent), if asked
     linear_s: float | None = None  # seconds it took (not counted as training)
+    batch_size: int = 0  # the preset's batch (0 in records from before it was kept)
+
+    @property
+    def run_img_per_s(self) -> float | None:
+        """The run's own throughput over its training time (None where not recorded)."""
+        if not self.batch_size or self.train_s <= 0:
+            return None
+        return self.steps * self.batch_size / self.train_s
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -318,6 +326,7 @@ def run_time_to_accuracy(
         steps,
         trainer.steps_per_epoch,
         machine=machine_description(device),
+        batch_size=cfg.train.batch_size,
     )
     say(
         f"{name} (seed {cfg.train.seed}): {img_per_s:.0f} img/s calibrated in "

@@ -159,6 +159,9 @@ def test_table_shows_the_runs_own_throughput_beside_the_calibrated_one() -> None
     old = _run("byol", 0, [(0, 69.0)])  # a record from before the batch size was kept
     assert old.run_img_per_s is None
     assert "| 69.00 | 500 | 100 (2.00) |" in format_time_to_accuracy([old])
+    # a preset whose seeds mix old and new records shows only the calibrated mean
+    mixed = [runs[0], _run("simclr", 2, [(0, 71.0), (2, 85.0)])]
+    assert "| 500 | 100 (2.00) |" in format_time_to_accuracy(mixed)
     # a record read back from --json keeps both
     again = TimedRun.from_dict(runs[0].to_dict())
     assert again.batch_size == 500 and again.run_img_per_s == pytest.approx(500.0)

@@ -56,7 +56,7 @@ def format_time_to_accuracy(
             cells += " | " + (_cell(probes) if probes else "")
         img_s = f"{sum(r.img_per_s for r in mine) / len(mine):.0f}"
         sustained = [r.run_img_per_s for r in mine if r.run_img_per_s is not None]
-        if sustained:
+        if len(sustained) == len(mine):  # only where every seed's run recorded its own
             img_s += f" → {sum(sustained) / len(sustained):.0f}"
         steps = sum(r.steps for r in mine) / len(mine)
         epochs = steps / mine[0].steps_per_epoch

@@ -84,17 +84,21 @@ MEASURED: dict[tuple[str, str], CompileGain | None] = {
     ("moco", "cpu"): None,
     ("mocov3", "cpu"): CompileGain(speedup=514 / 551, compile_s=121.0, machine=_EPYC),
     ("byol", "cpu"): CompileGain(speedup=558 / 501, compile_s=113.0, machine=_EPYC),
-    ("simsiam", "cpu"): None,
+    # `selfsup bench` eager and --compile as above (2026-12-03, quiet, a host measuring a bf16
+    # matmul peak of 796 GFLOP/s; bench/RESULTS.md "Compile gains, SimSiam, SwAV, jigsaw").
+    ("simsiam", "cpu"): CompileGain(speedup=1073 / 1023, compile_s=103.0, machine=_EPYC),
     ("barlow", "cpu"): None,
     # `selfsup bench` eager and --compile, 10 steps after 3, empty inductor cache (2026-12-02,
     # quiet; bench/RESULTS.md "Compile gains, MAE and VICReg"). MoCo v2's compiled bench had not
     # finished its first call after 12 minutes and was stopped: it stays unmeasured (eager).
     ("vicreg", "cpu"): CompileGain(speedup=621 / 468, compile_s=140.0, machine=_EPYC),
-    ("swav", "cpu"): None,
+    # 2026-12-03, with SimSiam's above: compiled SwAV runs slower (0.76x), so auto never compiles it
+    ("swav", "cpu"): CompileGain(speedup=869 / 1144, compile_s=47.0, machine=_EPYC),
     ("dino", "cpu"): None,
     ("mae", "cpu"): CompileGain(speedup=381 / 382, compile_s=75.0, machine=_EPYC),
     ("rotation", "cpu"): None,
-    ("jigsaw", "cpu"): None,
+    # 2026-12-03, with SimSiam's above
+    ("jigsaw", "cpu"): CompileGain(speedup=2084 / 1906, compile_s=57.0, machine=_EPYC),
     ("colorization", "cpu"): None,
 }
 

@@ -15,6 +15,7 @@ from selfsup.train.compile_policy import (
     TIMED_STEPS,
     CompileDecision,
     CompileGain,
+    compile_key,
     compile_unavailable,
     decide_compile,
 )
@@ -77,6 +78,22 @@ def test_auto_never_compiles_an_unmeasured_method_device_or_backend_or_zero_step
     )
     assert "not train.compile_backend=eager" in _decide("m", 10**6, backend="eager").reason
     assert _decide("m", 0).reason == "auto: no steps left to train"
+
+
+def test_a_gain_measured_with_one_backbone_family_is_not_used_for_another(tmp_path, monkeypatch):
+    assert compile_key("dino", "resnet18") == "dino"
+    assert compile_key("dino", "vit_micro") == "dino+vit"
+    assert compile_key("mocov3", "timm:resnet50") == "mocov3+timm"
+    # SimCLR with a ViT does not take the ResNet's (here paying) gain: it stays unmeasured
+    gain = CompileGain(speedup=4.0, compile_s=1.0, machine="test")
+    monkeypatch.setitem(compile_policy.MEASURED, ("simclr", "cpu"), gain)
+    cfg = tiny_config("backbone.name=vit_micro", "backbone.patch_size=4", "views.size=16")
+    Trainer(cfg, tmp_path / "vit").fit()
+    [record] = _records(tmp_path / "vit", "compile")
+    assert record["compile"] is False
+    assert (
+        record["reason"] == "auto: simclr+vit on cpu is not measured yet (selfsup bench --compile)"
+    )
 
 
 def _records(run_dir, kind: str) -> list[dict]:

@@ -3,13 +3,54 @@ depth, and MAE's weight initialisation (used by the ViT trunk and by MAE's decod
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import StochasticDepth
 
-__all__ = ["Attention", "Block", "Mlp", "drop_path_rates", "init_transformer_weights"]
+__all__ = [
+    "Attention",
+    "Block",
+    "Mlp",
+    "attend",
+    "drop_path_rates",
+    "explicit_attention",
+    "init_transformer_weights",
+]
 
 _LN_EPS = 1e-6  # LayerNorm epsilon of timm / MAE / DINO ViTs
+
+# Longest sequence for which attention in bf16/fp16 on the CPU runs as explicit matmuls: PyTorch's
+# fused CPU kernel (flash attention) is 2-9x slower there for forward + backward at 10-200 tokens
+# and level with it at 577-1025 (bench/RESULTS.md, "the ViT step"); past this the N x N scores
+# would cost memory for nothing.
+EXPLICIT_ATTENTION_MAX_TOKENS = 1024
+
+
+def explicit_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    r""":math:`\mathrm{softmax}(QK^\top/\sqrt{d})V` as two batched matmuls, the softmax in fp32.
+
+    ``q, k, v``: ``[B, heads, N, head_dim]``; returns ``[B, heads, N, head_dim]`` in ``v``'s dtype.
+    The same function as ``F.scaled_dot_product_attention(q, k, v)`` (no mask, no dropout).
+    """
+    scores = (q @ k.transpose(-2, -1)).float() * q.shape[-1] ** -0.5  # [B, heads, N, N]
+    return scores.softmax(dim=-1).to(v.dtype) @ v
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Scaled dot-product attention by the fastest kernel for the device, dtype and length.
+
+    On the CPU in bf16/fp16 with at most :data:`EXPLICIT_ATTENTION_MAX_TOKENS` tokens:
+    :func:`explicit_attention`; everywhere else (GPUs, fp32, long sequences) PyTorch's fused
+    ``F.scaled_dot_product_attention``, which on a GPU never materialises the scores.
+    """
+    if (
+        q.device.type == "cpu"
+        and q.dtype in (torch.bfloat16, torch.float16)
+        and q.shape[-2] <= EXPLICIT_ATTENTION_MAX_TOKENS
+    ):
+        return explicit_attention(q, k, v)
+    return F.scaled_dot_product_attention(q, k, v)
 
 
 def drop_path_rates(max_rate: float, depth: int) -> list[float]:
@@ -50,7 +91,7 @@ class Attention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         batch, tokens, dim = x.shape
         q, k, v = self._qkv(x)
-        out = F.scaled_dot_product_attention(q, k, v)  # [B, heads, N, head_dim]
+        out = attend(q, k, v)  # [B, heads, N, head_dim]
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
 
     def attention_weights(self, x: Tensor) -> Tensor:

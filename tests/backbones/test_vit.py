@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from selfsup.backbones import vit_blocks
 from selfsup.backbones.vit import (
     VIT_PRESETS,
     VisionTransformer,
@@ -11,6 +12,7 @@ from selfsup.backbones.vit import (
     interpolate_pos_embed,
     sincos_pos_embed_2d,
 )
+from selfsup.backbones.vit_blocks import attend, explicit_attention
 
 
 def _numpy_sincos(dim: int, grid: int) -> np.ndarray:
@@ -158,3 +160,59 @@ def test_build_vit_presets_and_errors():
         VisionTransformer(28, 4, 1, embed_dim=32, depth=1, num_heads=3)
     with pytest.raises(ValueError, match=r"\[B, 1, H, W\]"):
         micro(torch.randn(2, 3, 28, 28))
+
+
+def _reference_attention(q, k, v):
+    """Attention written out per (sample, head) in float64, as the equation reads."""
+    out = torch.empty_like(q, dtype=torch.float64)
+    for b in range(q.shape[0]):
+        for h in range(q.shape[1]):
+            scores = q[b, h].double() @ k[b, h].double().T / math.sqrt(q.shape[-1])
+            out[b, h] = scores.softmax(dim=-1) @ v[b, h].double()
+    return out
+
+
+def test_explicit_attention_is_scaled_dot_product_attention():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 8, requires_grad=True) for _ in range(3))
+    ours = explicit_attention(q, k, v)
+    torch.testing.assert_close(ours.double(), _reference_attention(q, k, v), atol=1e-5, rtol=1e-5)
+    fused = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    torch.testing.assert_close(ours, fused, atol=1e-5, rtol=1e-5)
+    # Same gradients as the fused kernel.
+    weights = torch.randn_like(ours)
+    ours_grads = torch.autograd.grad((ours * weights).sum(), (q, k, v))
+    fused_grads = torch.autograd.grad((fused * weights).sum(), (q, k, v))
+    for a, b in zip(ours_grads, fused_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_attend_runs_short_bf16_sequences_on_the_cpu_as_explicit_matmuls(monkeypatch):
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 10, 8) for _ in range(3))
+    fused_calls = []
+    original = torch.nn.functional.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):
+        fused_calls.append(args[0].shape[-2])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(vit_blocks.F, "scaled_dot_product_attention", counting)
+    q16, k16, v16 = (t.bfloat16() for t in (q, k, v))
+    out = attend(q16, k16, v16)
+    assert fused_calls == [] and out.dtype == torch.bfloat16
+    assert torch.equal(out, explicit_attention(q16, k16, v16))
+    # The bf16 result is the fp64 one up to bf16 rounding.
+    torch.testing.assert_close(out.double(), _reference_attention(q, k, v), atol=3e-2, rtol=3e-2)
+    attend(q, k, v)  # fp32: the fused kernel
+    long = torch.randn(1, 1, vit_blocks.EXPLICIT_ATTENTION_MAX_TOKENS + 1, 8).bfloat16()
+    attend(long, long, long)  # too long for N x N scores: the fused kernel
+    assert fused_calls == [10, vit_blocks.EXPLICIT_ATTENTION_MAX_TOKENS + 1]
+
+
+def test_a_bf16_vit_under_autocast_matches_its_fp32_forward():
+    vit = _tiny_vit().eval()
+    x = torch.randn(4, 1, 28, 28)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = vit(x)
+    torch.testing.assert_close(low.float(), vit(x), atol=0.1, rtol=0.05)

@@ -17,6 +17,7 @@ _EXPORTS = {
     "apply_overrides": "selfsup.config",
     "Trainer": "selfsup.train.trainer",
     "TrainStep": "selfsup.train.step",
+    "keep_freed_memory": "selfsup.train.allocator",
     "EMATarget": "selfsup.nn.ema",
     "register_method": "selfsup.methods.registry",
     "SimCLR": "selfsup.methods",

@@ -3,7 +3,8 @@
 Every command reads a YAML config plus ``key=value`` overrides; ``selfsup pretrain --help`` lists
 every option with its meaning and safe range. Bad input ends with one line that names the problem
 and the fix (exit code 2), never a traceback. Progress and warnings go to stderr (one
-``warning: <message>`` line per distinct warning), results to stdout.
+``warning: <message>`` line per distinct warning), results to stdout. The process keeps freed
+memory mapped (:mod:`selfsup.train.allocator`) so that CPU steps do not page-fault.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from selfsup.cli.parser import build_parser
 from selfsup.cli.run_commands import EXIT_USAGE, demo_config
 from selfsup.config import ConfigError
 from selfsup.progress import one_line_warnings
+from selfsup.train.allocator import keep_freed_memory
 
 __all__ = ["EXIT_USAGE", "build_parser", "demo_config", "main"]
 
@@ -37,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     torch.set_float32_matmul_precision("high")
+    keep_freed_memory()  # no page faults on every step's buffers (SELFSUP_MALLOC=system: off)
     try:
         with one_line_warnings():
             return int(args.func(args))

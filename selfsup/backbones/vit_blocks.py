@@ -13,6 +13,7 @@ __all__ = [
     "Block",
     "Mlp",
     "attend",
+    "attention_probabilities",
     "drop_path_rates",
     "explicit_attention",
     "init_transformer_weights",
@@ -27,14 +28,19 @@ _LN_EPS = 1e-6  # LayerNorm epsilon of timm / MAE / DINO ViTs
 EXPLICIT_ATTENTION_MAX_TOKENS = 1024
 
 
+def attention_probabilities(q: Tensor, k: Tensor) -> Tensor:
+    r""":math:`\mathrm{softmax}(QK^\top/\sqrt{d})` in fp32: ``[B, heads, N, N]``, rows sum to 1."""
+    scores = (q @ k.transpose(-2, -1)).float() * q.shape[-1] ** -0.5
+    return scores.softmax(dim=-1)
+
+
 def explicit_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     r""":math:`\mathrm{softmax}(QK^\top/\sqrt{d})V` as two batched matmuls, the softmax in fp32.
 
     ``q, k, v``: ``[B, heads, N, head_dim]``; returns ``[B, heads, N, head_dim]`` in ``v``'s dtype.
     The same function as ``F.scaled_dot_product_attention(q, k, v)`` (no mask, no dropout).
     """
-    scores = (q @ k.transpose(-2, -1)).float() * q.shape[-1] ** -0.5  # [B, heads, N, N]
-    return scores.softmax(dim=-1).to(v.dtype) @ v
+    return attention_probabilities(q, k).to(v.dtype) @ v
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -97,7 +103,7 @@ class Attention(nn.Module):
     def attention_weights(self, x: Tensor) -> Tensor:
         """Attention probabilities ``[B, heads, N, N]`` (rows sum to 1) for tokens ``x [B, N, D]``."""
         q, k, _ = self._qkv(x)
-        return (q @ k.transpose(-2, -1) * self.head_dim**-0.5).softmax(dim=-1)
+        return attention_probabilities(q, k)
 
 
 class Mlp(nn.Module):

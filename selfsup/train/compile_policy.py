@@ -89,18 +89,20 @@ MEASURED: dict[tuple[str, str], CompileGain | None] = {
     # `selfsup bench` eager and --compile as above (2026-12-03, quiet, a host measuring a bf16
     # matmul peak of 796 GFLOP/s; bench/RESULTS.md "Compile gains, SimSiam, SwAV, jigsaw").
     ("simsiam", "cpu"): CompileGain(speedup=1073 / 1023, compile_s=103.0, machine=_EPYC),
-    ("barlow", "cpu"): None,
     # `selfsup bench` eager and --compile, 10 steps after 3, empty inductor cache (2026-12-02,
     # quiet; bench/RESULTS.md "Compile gains, MAE and VICReg"). MoCo v2's compiled bench had not
     # finished its first call after 12 minutes and was stopped: it stays unmeasured (eager).
     ("vicreg", "cpu"): CompileGain(speedup=621 / 468, compile_s=140.0, machine=_EPYC),
     # 2026-12-03, with SimSiam's above: compiled SwAV runs slower (0.76x), so auto never compiles it
     ("swav", "cpu"): CompileGain(speedup=869 / 1144, compile_s=47.0, machine=_EPYC),
-    ("dino", "cpu"): None,
-    # 2026-12-03, as SimSiam's: DINO with vit_micro gains nothing compiled (1.00x)
-    ("dino+vit", "cpu"): CompileGain(speedup=114.5 / 114.9, compile_s=152.0, machine=_EPYC),
-    ("mae+vit", "cpu"): CompileGain(speedup=381 / 382, compile_s=75.0, machine=_EPYC),
-    ("rotation", "cpu"): None,
+    # `bash bench/compile_gains.sh barlow rotation dino dino_vit mae` (2026-12-03, quiet, after
+    # the ViT's bf16 attention path; bench/RESULTS.md "Compile gains, Barlow Twins, rotation,
+    # DINO"). The ViT rows replace those measured with the fused attention kernel (1.00x both).
+    ("barlow", "cpu"): CompileGain(speedup=939 / 776, compile_s=86.0, machine=_EPYC),
+    ("rotation", "cpu"): CompileGain(speedup=465 / 593, compile_s=68.0, machine=_EPYC),
+    ("dino", "cpu"): CompileGain(speedup=503 / 391, compile_s=133.0, machine=_EPYC),
+    ("dino+vit", "cpu"): CompileGain(speedup=260 / 232, compile_s=139.0, machine=_EPYC),
+    ("mae+vit", "cpu"): CompileGain(speedup=1836 / 1556, compile_s=53.0, machine=_EPYC),
     # 2026-12-03, with SimSiam's above
     ("jigsaw", "cpu"): CompileGain(speedup=2084 / 1906, compile_s=57.0, machine=_EPYC),
     ("colorization", "cpu"): None,

@@ -22,7 +22,7 @@ __all__ = [
 _LN_EPS = 1e-6  # LayerNorm epsilon of timm / MAE / DINO ViTs
 
 # Longest sequence for which attention in bf16/fp16 on the CPU runs as explicit matmuls: PyTorch's
-# fused CPU kernel (flash attention) is 2-9x slower there for forward + backward at 10-200 tokens
+# fused CPU kernel (flash attention) is 2-7x slower there for forward + backward at 10-200 tokens
 # and level with it at 577-1025 (bench/RESULTS.md, "the ViT step"); past this the N x N scores
 # would cost memory for nothing.
 EXPLICIT_ATTENTION_MAX_TOKENS = 1024

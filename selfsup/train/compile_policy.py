@@ -7,7 +7,9 @@
   ``remaining_steps * step_s * (1 - 1/speedup)``, exceeds :data:`PAYBACK_MARGIN` times the
   compile time. Speed-up and compile time come from :data:`MEASURED`, per method, backbone
   family (:func:`compile_key`: ``dino`` is DINO with a ResNet, ``dino+vit`` with a ViT) and
-  device type; a method or device not measured there, a backend other than inductor, or a run too
+  kind of device (:func:`selfsup.train.device.device_kind`: ``cpu+amx``, ``cpu``, ``cuda``; the
+  same step gains from compiling on an AMX CPU and loses on another); a method or device not
+  measured there, a backend other than inductor, or a run too
   short to time stays uncompiled. Tiny runs (the tests') never compile: their few steps cannot
   save the compile time the table charges.
 
@@ -29,6 +31,7 @@ import torch
 from selfsup import progress
 from selfsup.progress import format_duration, say
 from selfsup.train.compile_cache import CompileCache
+from selfsup.train.device import device_kind
 from selfsup.train.distributed import broadcast_object
 
 if TYPE_CHECKING:
@@ -73,11 +76,12 @@ class CompileGain:
     warm_compile_s: float | None = None
 
 
-# (compile_key, device type) -> measured gain, or None: not measured yet, so auto does not compile.
+# (compile_key, device_kind) -> measured gain, or None: not measured yet, so auto does not compile.
 # Every entry must come from `selfsup bench --compile` (and `selfsup bench` for the eager img/s)
 # on the machine it names, with the method's preset config; a key that is missing counts as
 # None. Nothing here is estimated.
 _EPYC = "2-core AMD EPYC (AVX512-BF16, no AMX), bf16"
+_XEON_AMX = "2-core Intel Xeon (AMX, AVX512-BF16), bf16"
 MEASURED: dict[tuple[str, str], CompileGain | None] = {
     # `bash bench/compile_gains.sh simclr mocov3 byol` (2026-12-01, quiet): model step alone,
     # 10 steps, compiled / eager img/s; compile_s = the compiled bench's first call. An earlier
@@ -106,6 +110,15 @@ MEASURED: dict[tuple[str, str], CompileGain | None] = {
     # 2026-12-03, with SimSiam's above
     ("jigsaw", "cpu"): CompileGain(speedup=2084 / 1906, compile_s=57.0, machine=_EPYC),
     ("colorization", "cpu"): None,
+    # The same CPU kind with AMX tile units (device_kind "cpu+amx"): `JSON=... bash
+    # bench/compile_gains.sh simclr dino_vit mocov3 rotation` (2026-12-03, quiet, a host measuring
+    # a bf16 matmul peak of 1910-2251 GFLOP/s; bench/RESULTS.md "Compile on an AMX CPU"). Eager
+    # img/s = the median of the session's eager timings of the preset (3-5 each, 10 steps after 3):
+    # the matrix units leave the memory-bound rest of the step to dominate, which inductor fuses.
+    ("simclr", "cpu+amx"): CompileGain(speedup=971 / 750, compile_s=77.0, machine=_XEON_AMX),
+    ("mocov3", "cpu+amx"): CompileGain(speedup=597 / 585, compile_s=123.0, machine=_XEON_AMX),
+    ("rotation", "cpu+amx"): CompileGain(speedup=457 / 391, compile_s=75.0, machine=_XEON_AMX),
+    ("dino+vit", "cpu+amx"): CompileGain(speedup=173 / 180, compile_s=178.0, machine=_XEON_AMX),
 }
 
 # auto compiles when the remaining steps save this many times the compile time: the gain is a
@@ -140,22 +153,22 @@ def compile_key(method: str, backbone: str) -> str:
 
 def unmeasured_reason(
     method: str,
-    device_type: str,
+    kind: str,
     backend: str = "inductor",
     table: dict[tuple[str, str], CompileGain | None] = MEASURED,
 ) -> str | None:
-    """Why auto cannot compile ``method`` on ``device_type`` whatever the run's length, or None
+    """Why auto cannot compile ``method`` on ``kind`` whatever the run's length, or None
     when the table has its gain."""
     if backend != "inductor":
         return f"auto: the gains are measured with inductor, not train.compile_backend={backend}"
-    if table.get((method, device_type)) is None:
-        return f"auto: {method} on {device_type} is not measured yet (selfsup bench --compile)"
+    if table.get((method, kind)) is None:
+        return f"auto: {method} on {kind} is not measured yet (selfsup bench --compile)"
     return None
 
 
 def decide_compile(
     method: str,
-    device_type: str,
+    kind: str,
     remaining_steps: int,
     step_s: float,
     *,
@@ -166,8 +179,8 @@ def decide_compile(
     """auto's rule: compile iff ``remaining_steps`` steps of ``step_s`` seconds (uncompiled)
     would save more than :data:`PAYBACK_MARGIN` x the compile time (the warm-cache time when
     ``cache_warm`` and it is measured)."""
-    unmeasured = unmeasured_reason(method, device_type, backend, table)
-    gain = table.get((method, device_type))
+    unmeasured = unmeasured_reason(method, kind, backend, table)
+    gain = table.get((method, kind))
     if unmeasured is not None or gain is None:
         return CompileDecision(False, unmeasured or "")
     if remaining_steps <= 0:
@@ -235,6 +248,7 @@ class CompileControl:
         self.mode = cfg.train.compile
         self.backend = cfg.train.compile_backend
         self.method = compile_key(cfg.method, cfg.backbone.name)
+        self.device_kind = device_kind(train_step.device)
         self.train_step = train_step
         self.cache = CompileCache(run_dir, writer)
         self._log = log
@@ -253,7 +267,7 @@ class CompileControl:
         if self.mode != "auto":
             reason = f"train.compile={'true' if self.mode else 'false'}"
             decision = CompileDecision(bool(self.mode), reason)
-        elif why := unmeasured_reason(self.method, self.train_step.device.type, self.backend):
+        elif why := unmeasured_reason(self.method, self.device_kind, self.backend):
             decision = CompileDecision(False, why)
         elif left <= 1 + TIMED_STEPS:
             why = (
@@ -294,7 +308,7 @@ class CompileControl:
         device = self.train_step.device
         decision = decide_compile(
             self.method,
-            device.type,
+            self.device_kind,
             last_step - step,
             step_s,
             cache_warm=self.cache.warm,

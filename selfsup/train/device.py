@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["autocast", "cpu_has_fast_bf16", "precision_name", "resolve_device", "resolve_precision"]
+__all__ = [
+    "autocast",
+    "cpu_flags",
+    "cpu_has_fast_bf16",
+    "device_kind",
+    "precision_name",
+    "resolve_device",
+    "resolve_precision",
+]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -21,17 +29,33 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU has native bf16 matrix units (AMX or AVX512-BF16), where bf16 autocast
-    runs convolutions about twice as fast as fp32; elsewhere CPU bf16 is emulated and slower."""
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (Linux); empty where it cannot be read."""
     try:
         with open("/proc/cpuinfo") as fh:
             flags = next(
                 (line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), []
             )
     except OSError:
-        return False
-    return bool(set(flags) & {"amx_bf16", "avx512_bf16"})
+        return frozenset()
+    return frozenset(flags)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has native bf16 matrix units (AMX or AVX512-BF16), where bf16 autocast
+    runs convolutions about twice as fast as fp32; elsewhere CPU bf16 is emulated and slower."""
+    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
+
+
+def device_kind(device: torch.device) -> str:
+    """The kind of machine a measured speed holds for: ``cpu+amx`` for a CPU with AMX tile units
+    (Intel Sapphire Rapids and later), ``cpu`` for any other CPU, else the device type (``cuda``,
+    ``mps``). The same step's speed-ups differ between the first two: on AMX, bf16 matrix
+    products run several times faster, so the memory-bound rest of the step dominates and
+    ``torch.compile``'s fusion gains more (bench/RESULTS.md, "compile on an AMX CPU")."""
+    if device.type == "cpu" and "amx_bf16" in cpu_flags():
+        return "cpu+amx"
+    return device.type
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:

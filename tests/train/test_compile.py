@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from selfsup.train import compile_policy
+from selfsup.train import device as device_module
 from selfsup.train.compile_cache import CACHE_FILE, CACHE_FORMAT, trusted_digests_file
 from selfsup.train.compile_policy import (
     TIMED_STEPS,
@@ -19,8 +20,11 @@ from selfsup.train.compile_policy import (
     compile_unavailable,
     decide_compile,
 )
+from selfsup.train.device import device_kind
 from selfsup.train.trainer import Trainer
 from tests.conftest import tiny_config
+
+CPU_KIND = device_kind(torch.device("cpu"))  # the table's key for this machine's CPU
 
 # +25% img/s, 60 s to compile cold, 20 s with the run's cache loaded
 TABLE = {
@@ -86,14 +90,42 @@ def test_a_gain_measured_with_one_backbone_family_is_not_used_for_another(tmp_pa
     assert compile_key("mocov3", "timm:resnet50") == "mocov3+timm"
     # SimCLR with a ViT does not take the ResNet's (here paying) gain: it stays unmeasured
     gain = CompileGain(speedup=4.0, compile_s=1.0, machine="test")
-    monkeypatch.setitem(compile_policy.MEASURED, ("simclr", "cpu"), gain)
+    monkeypatch.setitem(compile_policy.MEASURED, ("simclr", CPU_KIND), gain)
     cfg = tiny_config("backbone.name=vit_micro", "backbone.patch_size=4", "views.size=16")
     Trainer(cfg, tmp_path / "vit").fit()
     [record] = _records(tmp_path / "vit", "compile")
     assert record["compile"] is False
     assert (
-        record["reason"] == "auto: simclr+vit on cpu is not measured yet (selfsup bench --compile)"
+        record["reason"]
+        == f"auto: simclr+vit on {CPU_KIND} is not measured yet (selfsup bench --compile)"
     )
+
+
+def test_device_kind_tells_an_amx_cpu_from_another_and_from_gpus(monkeypatch):
+    monkeypatch.setattr(device_module, "cpu_flags", lambda: frozenset({"avx512f", "amx_bf16"}))
+    assert device_kind(torch.device("cpu")) == "cpu+amx"
+    monkeypatch.setattr(device_module, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    assert device_kind(torch.device("cpu")) == "cpu"
+    assert device_kind(torch.device("cuda")) == "cuda"
+    assert device_kind(torch.device("mps")) == "mps"
+
+
+def test_a_gain_measured_on_one_kind_of_cpu_is_not_used_on_the_other(tmp_path, monkeypatch):
+    """A gain measured without AMX (where compiling may lose) says nothing of an AMX CPU (where
+    it may win), and the other way round: the run on an AMX CPU finds only its own row."""
+    monkeypatch.setattr(device_module, "cpu_flags", lambda: frozenset({"amx_bf16"}))
+    gain = CompileGain(speedup=1.25, compile_s=60.0, machine="test")
+    monkeypatch.setitem(compile_policy.MEASURED, ("simclr", "cpu"), gain)
+    monkeypatch.delitem(compile_policy.MEASURED, ("simclr", "cpu+amx"), raising=False)
+    Trainer(tiny_config(), tmp_path / "amx").fit()
+    [record] = _records(tmp_path / "amx", "compile")
+    assert (
+        record["reason"] == "auto: simclr on cpu+amx is not measured yet (selfsup bench --compile)"
+    )
+    monkeypatch.setitem(compile_policy.MEASURED, ("simclr", "cpu+amx"), gain)
+    Trainer(tiny_config(), tmp_path / "amx2").fit()
+    [record] = _records(tmp_path / "amx2", "compile")
+    assert record["reason"].startswith("auto: 11 steps would save ~")
 
 
 def _records(run_dir, kind: str) -> list[dict]:
@@ -104,7 +136,7 @@ def _records(run_dir, kind: str) -> list[dict]:
 def test_tiny_runs_never_compile_under_auto(tmp_path, monkeypatch):
     # even where compiling pays (+25%, 60 s), 22 steps of SimCLR on the CPU cannot pay it back
     gain = CompileGain(speedup=1.25, compile_s=60.0, machine="test")
-    monkeypatch.setitem(compile_policy.MEASURED, ("simclr", "cpu"), gain)
+    monkeypatch.setitem(compile_policy.MEASURED, ("simclr", CPU_KIND), gain)
     trainer = Trainer(tiny_config(), tmp_path / "run")
     trainer.fit()
     assert trainer.cfg.train.compile == "auto" and trainer.train_step.compiled_step is None

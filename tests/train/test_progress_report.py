@@ -49,12 +49,14 @@ def test_plan_and_estimate_lines_start_every_run(tmp_path, clock, capsys):
         "batch 64, cpu, fp32, compile: auto, decided after 10 timed steps"
     )
     assert re.fullmatch(r"estimated duration: \d+s for 22 steps at \d+ img/s", lines[1])
-    # auto's decision, once, after its timed steps (SimCLR measured no faster compiled on a CPU)
+    # auto's decision, once, after its timed steps: off, by the row of this kind of CPU (SimCLR
+    # measured no faster compiled without AMX; with AMX faster, but 11 steps cannot pay it back)
     decided = [line for line in lines if line.startswith("compile: ")]
     assert len(decided) == 1 and re.fullmatch(
-        r"compile: off \(auto: simclr ran 0\.87x as fast compiled when measured here\)",
+        r"compile: off \(auto: (simclr ran 0\.87x as fast compiled when measured here|"
+        r"11 steps would save ~\d+s, too little to pay back ~1m17s of compiling)\)",
         decided[0],
-    )
+    ), decided
     assert not any(line.startswith("step ") for line in lines)  # progress_every_s=0: no lines
 
 

@@ -110,7 +110,7 @@ MEASURED: dict[tuple[str, str], CompileGain | None] = {
     # 2026-12-03, with SimSiam's above
     ("jigsaw", "cpu"): CompileGain(speedup=2084 / 1906, compile_s=57.0, machine=_EPYC),
     ("colorization", "cpu"): None,
-    # The same CPU kind with AMX tile units (device_kind "cpu+amx"): `JSON=... bash
+    # CPUs with AMX tile units (device_kind "cpu+amx"), a 2-core Xeon: `JSON=... bash
     # bench/compile_gains.sh simclr dino_vit mocov3 rotation` (2026-12-03, quiet, a host measuring
     # a bf16 matmul peak of 1910-2251 GFLOP/s; bench/RESULTS.md "Compile on an AMX CPU"). Eager
     # img/s = the median of the session's eager timings of the preset (3-5 each, 10 steps after 3):

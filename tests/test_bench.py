@@ -14,6 +14,7 @@ from torch import nn
 from selfsup import bench
 from selfsup.cli import main
 from selfsup.data import TensorImageDataset
+from selfsup.train.device import device_kind
 from selfsup.views import ViewSpec
 from tests.conftest import METHOD_OVERRIDES, TINY_CLI_OVERRIDES, tiny_config
 
@@ -67,6 +68,8 @@ def test_bench_reports_every_field_consistently(tmp_path, capsys) -> None:
     assert r["peak_memory_mib"] >= r["memory_at_start_mib"] > 0
     assert "ru_maxrss" in r["memory_kind"]
     assert (r["batch_size"], r["num_views"], r["view_size"]) == (64, 2, 8)
+    # The kind under compile_policy.MEASURED's key: this CPU's, AMX or not.
+    assert r["device_kind"] == device_kind(torch.device("cpu")) in ("cpu", "cpu+amx")
 
     printed = capsys.readouterr().out
     text = md.read_text()

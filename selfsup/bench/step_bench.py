@@ -25,7 +25,7 @@ from selfsup.bench.report import format_result, report
 from selfsup.bench.torchvision_ref import compare_torchvision as views_against_torchvision
 from selfsup.config import Config
 from selfsup.data import EpochLoader, TensorImageDataset
-from selfsup.train.device import precision_name, resolve_device
+from selfsup.train.device import device_kind, precision_name, resolve_device
 
 __all__ = ["run_bench"]
 
@@ -137,6 +137,8 @@ def run_bench(
         "data": data_name,
         "workers": workers,
         "device": str(device),
+        # The key of a train.compile=auto row (compile_policy.MEASURED): ``cpu+amx`` or ``cpu``.
+        "device_kind": device_kind(device),
         "precision": precision_name(dtype),
         "compiled": compile_step,
         "compile_s": compile_s,

@@ -78,8 +78,8 @@ class CompileGain:
 
 # (compile_key, device_kind) -> measured gain, or None: not measured yet, so auto does not compile.
 # Every entry must come from `selfsup bench --compile` (and `selfsup bench` for the eager img/s)
-# on the machine it names, with the method's preset config; a key that is missing counts as
-# None. Nothing here is estimated.
+# on the machine it names, with the method's preset config (its JSON line's "device_kind" is the
+# key's second half); a key that is missing counts as None. Nothing here is estimated.
 _EPYC = "2-core AMD EPYC (AVX512-BF16, no AMX), bf16"
 _XEON_AMX = "2-core Intel Xeon (AMX, AVX512-BF16), bf16"
 MEASURED: dict[tuple[str, str], CompileGain | None] = {

@@ -78,14 +78,17 @@ class TrainProgress:
         self.running, self.estimated = True, False
         self.start_step, self.start = step, progress.now()
         self.first: tuple[int, float] | None = None  # (step, time) after the first step
+        self.measure_from = step + 1  # the clock starts at the end of this step
         self.window_start, self.window_images = self.start, 0
         say(plan_line(self.trainer))
 
     def remeasure(self, step: int) -> None:
         """The step changes speed from the next one on (``train.compile=auto`` compiles it):
         measure again, leaving out that next step, which compiles, and estimate the remaining
-        steps once more."""
+        steps once more. (The clock restarts at the end of step ``step + 1``: were it started
+        now, a compile of minutes would count as one step, and the estimate read hours.)"""
         self.start_step, self.estimated, self.first = step, False, None
+        self.measure_from = step + 1  # the compiling step
 
     def start_epoch(self, epoch: int, start_in_epoch: int, steps_here: int) -> None:
         if not self.running:
@@ -101,7 +104,9 @@ class TrainProgress:
             self.bar.update(1)
         self.window_images += images
         t = progress.now()
-        if self.first is None:  # the first step may compile or warm up: measure after it
+        if self.first is None and step >= self.measure_from:
+            # the first step (after a remeasure: the compiling one) may compile or warm up:
+            # the clock starts once it is done
             self.first = (step, t)
             self.window_start, self.window_images = t, 0
         if not self.estimated and self._estimate_due(step, t):
@@ -111,7 +116,8 @@ class TrainProgress:
         return step >= self.trainer.last_step or t - self.window_start >= self.style.every_s
 
     def _estimate_due(self, step: int, t: float) -> bool:
-        assert self.first is not None
+        if self.first is None:  # the clock has not started (the compiling step is running)
+            return False
         first_step, first_t = self.first
         measured = step - first_step
         return measured > 0 and (
